@@ -1,0 +1,191 @@
+//! The IDX file format of (Fashion-)MNIST, raw or gzip-compressed.
+//!
+//! An IDX file is a big-endian header — a magic number `0x0000_08NN` whose last byte is the number of
+//! dimensions, then one `u32` per dimension — followed by the `u8` data. Images use magic 2051
+//! (3 dimensions: count, rows, columns), labels 2049 (1 dimension: count).
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Magic number of an images file (`u8` data, 3 dimensions).
+pub const IMAGES_MAGIC: u32 = 2051;
+/// Magic number of a labels file (`u8` data, 1 dimension).
+pub const LABELS_MAGIC: u32 = 2049;
+
+/// A parsed IDX file: its dimensions and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Reads a file, transparently decompressing it when it starts with the gzip signature.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decompress_if_gz(raw, path)
+}
+
+/// Decompresses `raw` when it is gzip data; returns it unchanged otherwise.
+pub fn decompress_if_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|source| Error::Gzip {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses IDX bytes, checking the magic number and that the body has exactly the announced size.
+///
+/// `path` is only used in error messages. Never panics, whatever the bytes.
+pub fn parse(bytes: &[u8], expected_magic: u32, path: &Path) -> Result<Idx> {
+    let what = if expected_magic == IMAGES_MAGIC { "images" } else { "labels" };
+    let truncated = |needed: u64| Error::Truncated {
+        path: path.to_path_buf(),
+        needed,
+        actual: bytes.len() as u64,
+    };
+    if bytes.len() < 4 {
+        return Err(truncated(4));
+    }
+    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if magic != expected_magic {
+        return Err(Error::BadMagic {
+            path: path.to_path_buf(),
+            expected: expected_magic,
+            found: magic,
+            what,
+        });
+    }
+    let ndim = (magic & 0xff) as usize;
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(truncated(header as u64));
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|d| {
+            let o = 4 + 4 * d;
+            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+        })
+        .collect();
+    // A header may announce more than any file could hold: saturate instead of overflowing.
+    let needed = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .and_then(|body| body.checked_add(header as u64))
+        .unwrap_or(u64::MAX);
+    let actual = bytes.len() as u64;
+    if actual < needed {
+        return Err(truncated(needed));
+    }
+    if actual > needed {
+        return Err(Error::BadDimensions {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} bytes after the {} announced by the header {dims:?}",
+                actual - needed,
+                needed
+            ),
+        });
+    }
+    Ok(Idx {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
+}
+
+/// Writes an IDX file's bytes (used by tests and fuzzing to make small files).
+pub fn encode(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 4 * dims.len() + data.len());
+    out.extend_from_slice(&magic.to_be_bytes());
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p() -> &'static Path {
+        Path::new("mem.idx")
+    }
+
+    #[test]
+    fn parses_valid_images_and_labels() {
+        let img = encode(IMAGES_MAGIC, &[2, 28, 28], &[7u8; 2 * 784]);
+        let idx = parse(&img, IMAGES_MAGIC, p()).unwrap();
+        assert_eq!(idx.dims, vec![2, 28, 28]);
+        assert_eq!(idx.data.len(), 2 * 784);
+        let lab = encode(LABELS_MAGIC, &[3], &[0, 9, 4]);
+        assert_eq!(parse(&lab, LABELS_MAGIC, p()).unwrap().data, vec![0, 9, 4]);
+    }
+
+    #[test]
+    fn rejects_wrong_magic_and_short_or_long_bodies() {
+        let lab = encode(LABELS_MAGIC, &[3], &[0, 9, 4]);
+        assert!(matches!(
+            parse(&lab, IMAGES_MAGIC, p()),
+            Err(Error::BadMagic { found: 2049, expected: 2051, .. })
+        ));
+        assert!(matches!(parse(&lab[..6], LABELS_MAGIC, p()), Err(Error::Truncated { .. })));
+        assert!(matches!(parse(&lab[..10], LABELS_MAGIC, p()), Err(Error::Truncated { needed: 11, .. })));
+        let mut long = lab.clone();
+        long.push(1);
+        assert!(matches!(parse(&long, LABELS_MAGIC, p()), Err(Error::BadDimensions { .. })));
+        assert!(matches!(parse(&[], LABELS_MAGIC, p()), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn huge_announced_dimensions_are_an_error_not_an_allocation() {
+        let img = encode(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[1, 2, 3]);
+        assert!(matches!(parse(&img, IMAGES_MAGIC, p()), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn gzip_is_detected_and_truncated_gzip_is_an_error() {
+        use flate2::{write::GzEncoder, Compression};
+        use std::io::Write;
+        let raw = encode(LABELS_MAGIC, &[4], &[1, 2, 3, 4]);
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(&raw).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(decompress_if_gz(gz.clone(), p()).unwrap(), raw);
+        assert_eq!(decompress_if_gz(raw.clone(), p()).unwrap(), raw);
+        let cut = gz[..gz.len() - 6].to_vec();
+        assert!(matches!(decompress_if_gz(cut, p()), Err(Error::Gzip { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Arbitrary bytes never panic the parser, and whatever it accepts is self-consistent.
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), magic_imgs in any::<bool>()) {
+            let magic = if magic_imgs { IMAGES_MAGIC } else { LABELS_MAGIC };
+            if let Ok(idx) = parse(&bytes, magic, p()) {
+                prop_assert_eq!(idx.dims.iter().product::<usize>(), idx.data.len());
+            }
+            let _ = decompress_if_gz(bytes, p());
+        }
+
+        /// A header with any dimensions followed by a body of any length parses iff the lengths agree.
+        #[test]
+        fn parse_accepts_exactly_consistent_files(d0 in 0u32..5, d1 in 0u32..5, d2 in 0u32..5, extra in -3i32..3) {
+            let n = (d0 * d1 * d2) as i32 + extra;
+            prop_assume!(n >= 0);
+            let bytes = encode(IMAGES_MAGIC, &[d0, d1, d2], &vec![0u8; n as usize]);
+            prop_assert_eq!(parse(&bytes, IMAGES_MAGIC, p()).is_ok(), extra == 0);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! One error type for everything a user can get wrong: files, arguments, weights, training.
+//!
+//! Every message says what went wrong *and* what to do about it.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// None of the places searched holds the four Fashion-MNIST files (and no download was possible).
+    #[error(
+        "Fashion-MNIST not found. Searched:\n{searched}\nFix: `sudo apt-get install dataset-fashion-mnist` \
+         (Debian/Ubuntu), or run `cargo run --release -p fashion -- download` (calls `fashion::data::download()`) \
+         to fetch the four files into data/fashion-mnist/, or set FASHION_MNIST_DIR to a folder holding them.{cause}",
+        searched = .searched.iter().map(|p| format!("  - {}", p.display())).collect::<Vec<_>>().join("\n"),
+        cause = .download_error.as_ref().map(|e| format!("\nThe automatic download failed too: {e}")).unwrap_or_default()
+    )]
+    DatasetNotFound {
+        searched: Vec<PathBuf>,
+        download_error: Option<Box<Error>>,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("cannot access {path}: {source}. Fix: check that the path exists and is readable/writable")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A `.gz` file that does not decompress (cut short or damaged).
+    #[error(
+        "{path} is not a valid gzip file ({source}): it is truncated or corrupt. \
+         Fix: delete it and download it again (`fashion download`), or reinstall `dataset-fashion-mnist`"
+    )]
+    Gzip {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The first four bytes of an IDX file are not the expected magic number.
+    #[error(
+        "{path}: wrong magic number {found} (expected {expected}: {what}). \
+         Fix: the file is not a Fashion-MNIST {what} file; check the file name or download it again"
+    )]
+    BadMagic {
+        path: PathBuf,
+        expected: u32,
+        found: u32,
+        what: &'static str,
+    },
+
+    /// The IDX header is shorter than it claims, or the body is shorter than the header says.
+    #[error(
+        "{path}: truncated IDX file: {needed} bytes needed, {actual} present. \
+         Fix: the file was cut short; delete it and download it again"
+    )]
+    Truncated {
+        path: PathBuf,
+        needed: u64,
+        actual: u64,
+    },
+
+    /// The IDX file has data after its last item, or the dimensions are not 28×28.
+    #[error("{path}: {reason}. Fix: use the original Fashion-MNIST files")]
+    BadDimensions { path: PathBuf, reason: String },
+
+    /// Image and label files disagree on the number of samples.
+    #[error(
+        "{images} holds {n_images} images but {labels} holds {n_labels} labels. \
+         Fix: the two files come from different sets (train vs t10k?) or one is damaged; download both again"
+    )]
+    CountMismatch {
+        images: PathBuf,
+        labels: PathBuf,
+        n_images: usize,
+        n_labels: usize,
+    },
+
+    /// A label is not one of the ten classes.
+    #[error(
+        "{path}: label {label} at index {index} is out of range (classes are 0..=9). \
+         Fix: the label file is corrupt or not a Fashion-MNIST file; download it again"
+    )]
+    LabelOutOfRange {
+        path: PathBuf,
+        index: usize,
+        label: u8,
+    },
+
+    /// A downloaded (or verified) file does not have the published content.
+    #[error(
+        "{path}: checksum mismatch: SHA-256 of the decompressed content is {actual}, expected {expected}. \
+         Fix: the download is damaged or the mirror serves other data; the file was not kept, try again \
+         or set FASHION_MNIST_URL to another mirror"
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    /// The HTTP transfer failed.
+    #[error("download of {url} failed: {reason}. Fix: check the network or set FASHION_MNIST_URL to a mirror")]
+    Download { url: String, reason: String },
+
+    /// A caller passed an argument that cannot work (batch size 0, a subset larger than the data, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The loss became NaN or infinite while fitting.
+    #[error(
+        "loss became {loss} at epoch {epoch}, batch {batch}: training diverged. \
+         Fix: lower the learning rate (e.g. --lr 1e-4) or check that the images are normalized to [0, 1]"
+    )]
+    NonFiniteLoss { epoch: usize, batch: usize, loss: f32 },
+
+    /// A weights file that does not fit the model it is loaded into.
+    #[error(
+        "{path}: these weights do not fit the `{model}` model: {reason}. \
+         Fix: load them into the architecture they were trained with (`--model`)"
+    )]
+    WeightsMismatch {
+        path: PathBuf,
+        model: String,
+        reason: String,
+    },
+
+    /// A weights file that cannot be read or written.
+    #[error("{path}: {reason}. Fix: check the path; weights are written by `fit` + `save` (model.safetensors)")]
+    Weights { path: PathBuf, reason: String },
+
+    /// Drawing or encoding a figure failed.
+    #[error("plotting failed: {0}")]
+    Plot(String),
+
+    /// The compute device reported an error (out of memory, CUDA failure, …).
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

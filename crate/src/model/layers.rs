@@ -1,0 +1,340 @@
+//! Layers that dfdx 0.13 only has behind its `nightly` feature (which no longer builds), written from
+//! operations that work on stable Rust — gather, reshape, matmul, slice, max — so autodiff, the
+//! optimizers and safetensors see them like any dfdx module.
+//!
+//! Images flow in NHWC layout (batch, height, width, channels), as in Keras.
+
+use dfdx::prelude::*;
+use num_traits::Float;
+use rand_distr::uniform::SampleUniform;
+use rand_distr::Uniform;
+#[cfg(test)]
+use dfdx::optim::Sgd;
+
+/// Builders: the types you write in an architecture (no dtype, no device).
+pub mod builders {
+    /// 3×3 (or K×K) convolution, stride 1, no padding (Keras' `padding="valid"`).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize>;
+    pub use super::{AddChannel, Flatten, MaxPool2d};
+}
+
+/// `Flatten<N>`: `(batch, …)` → `(batch, N)`, like `keras.layers.Flatten`. `N` must be the number of
+/// values per sample (784 for a 28×28 image); the type says it so the next `Linear<N, _>` fits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flatten<const N: usize>;
+impl<const N: usize> ZeroSizedModule for Flatten<N> {}
+impl<const N: usize> NonMutableModule for Flatten<N> {}
+
+impl<const N: usize, S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tensor<S, E, D, T>> for Flatten<N> {
+    type Output = Tensor<(usize, Const<N>), E, D, T>;
+    type Error = D::Err;
+
+    /// # Shapes
+    /// `(B, d1, d2, …)` → `(B, N)` with `N = d1·d2·…`.
+    fn try_forward(&self, x: Tensor<S, E, D, T>) -> Result<Self::Output, D::Err> {
+        let batch = x.shape().concrete().into_iter().next().unwrap_or(0);
+        x.try_reshape_like(&(batch, Const::<N>))
+    }
+}
+
+/// `AddChannel`: grey images `(B, H, W)` → `(B, H, W, 1)`, what a convolution expects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddChannel;
+impl ZeroSizedModule for AddChannel {}
+impl NonMutableModule for AddChannel {}
+
+impl<B: Dim, H: Dim, W: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tensor<(B, H, W), E, D, T>> for AddChannel {
+    type Output = Tensor<(B, H, W, Const<1>), E, D, T>;
+    type Error = D::Err;
+
+    /// # Shapes
+    /// `(B, H, W)` → `(B, H, W, 1)`.
+    fn try_forward(&self, x: Tensor<(B, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        let (b, h, w) = *x.shape();
+        x.try_reshape_like(&(b, h, w, Const::<1>))
+    }
+}
+
+/// A 2-d convolution with `IN` input channels, `OUT` filters of size `K×K`, stride 1, no padding,
+/// plus a bias per filter.
+///
+/// The kernel is stored as `(K, K, IN, OUT)` — Keras' layout — so that it *is* the `(K·K·IN, OUT)`
+/// matrix of the "im2col" formulation: each output pixel gathers its `K·K·IN` input values into one row
+/// and the whole layer is a single matrix multiply.
+#[derive(Debug, Clone)]
+pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize, E: Dtype, D: Storage<E>> {
+    /// Shape `(K, K, IN, OUT)`.
+    pub weight: Tensor<(Const<K>, Const<K>, Const<IN>, Const<OUT>), E, D>,
+    /// Shape `(OUT,)`.
+    pub bias: Tensor<Rank1<OUT>, E, D>,
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E>
+    for builders::Conv2d<IN, OUT, K>
+where
+    Conv2d<IN, OUT, K, E, D>: BuildModule<D, E>,
+{
+    type Built = Conv2d<IN, OUT, K, E, D>;
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, E: Dtype, D: Storage<E>> NonMutableModule
+    for Conv2d<IN, OUT, K, E, D>
+{
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, E, D> TensorCollection<E, D> for Conv2d<IN, OUT, K, E, D>
+where
+    E: Dtype + Float + SampleUniform,
+    D: Device<E>,
+{
+    type To<E2: Dtype, D2: Device<E2>> = Conv2d<IN, OUT, K, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        // PyTorch's default (also dfdx's Conv2D): uniform in ±1/sqrt(fan_in).
+        visitor.visit_fields(
+            (
+                Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_with(|t| {
+                        let b = E::ONE / E::from_usize(IN * K * K).unwrap().sqrt();
+                        t.try_fill_with_distr(Uniform::new(-b, b))
+                    }),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.bias,
+                    |s| &mut s.bias,
+                    TensorOptions::reset_with(|t| {
+                        let b = E::ONE / E::from_usize(IN * K * K).unwrap().sqrt();
+                        t.try_fill_with_distr(Uniform::new(-b, b))
+                    }),
+                ),
+            ),
+            |(weight, bias)| Conv2d { weight, bias },
+        )
+    }
+}
+
+/// Row indices that turn `(B·H·W, C)` rows into `(B·H'·W'·K·K, C)` patch rows (im2col).
+pub(crate) fn im2col_indices(b: usize, h: usize, w: usize, k: usize) -> Vec<usize> {
+    let (ho, wo) = (h + 1 - k, w + 1 - k);
+    let mut idx = Vec::with_capacity(b * ho * wo * k * k);
+    for n in 0..b {
+        for i in 0..ho {
+            for j in 0..wo {
+                for di in 0..k {
+                    let row = (n * h + i + di) * w + j;
+                    idx.extend(row..row + k);
+                }
+            }
+        }
+    }
+    idx
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, B: Dim, H: Dim, W: Dim, E, D, T>
+    Module<Tensor<(B, H, W, Const<IN>), E, D, T>> for Conv2d<IN, OUT, K, E, D>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(B, usize, usize, Const<OUT>), E, D, T>;
+    type Error = D::Err;
+
+    /// # Shapes
+    /// `(B, H, W, IN)` → `(B, H-K+1, W-K+1, OUT)`. Inputs smaller than `K×K` give an empty output.
+    fn try_forward(&self, x: Tensor<(B, H, W, Const<IN>), E, D, T>) -> Result<Self::Output, D::Err> {
+        let (b, h, w, _) = *x.shape();
+        let (nb, nh, nw) = (b.size(), h.size(), w.size());
+        let (ho, wo) = ((nh + 1).saturating_sub(K), (nw + 1).saturating_sub(K));
+        let pixels = nb * ho * wo;
+        let idx = if pixels == 0 { Vec::new() } else { im2col_indices(nb, nh, nw, K) };
+        let idx = x.device().try_tensor_from_vec(idx, (pixels * K * K,))?;
+        // (B, H, W, IN) → rows (B·H·W, IN) → patch rows (B·H'·W'·K·K, IN) → patches (B·H'·W', K·K·IN)
+        let rows = x.try_reshape_like(&(nb * nh * nw, Const::<IN>))?;
+        let patches: Tensor<(usize, Const<IN>), E, D, T> = rows.try_gather(idx)?;
+        let patches = patches.try_reshape_like(&(pixels, K * K * IN))?;
+        let kernel = self.weight.retaped::<T>().try_reshape_like(&(K * K * IN, Const::<OUT>))?;
+        let y = patches.try_matmul(kernel)?;
+        let y = y.try_add(self.bias.retaped::<T>().try_broadcast_like(&(pixels, Const::<OUT>))?)?;
+        y.try_reshape_like(&(b, ho, wo, Const::<OUT>))
+    }
+}
+
+/// `K×K` max-pooling with stride `K` (Keras' `MaxPooling2D((2, 2))`); a trailing row/column that does not
+/// fill a window is dropped, as with `padding="valid"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaxPool2d<const K: usize>;
+impl<const K: usize> ZeroSizedModule for MaxPool2d<K> {}
+impl<const K: usize> NonMutableModule for MaxPool2d<K> {}
+
+impl<const K: usize, B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>
+    Module<Tensor<(B, H, W, C), E, D, T>> for MaxPool2d<K>
+{
+    type Output = Tensor<(B, usize, usize, C), E, D, T>;
+    type Error = D::Err;
+
+    /// # Shapes
+    /// `(B, H, W, C)` → `(B, H/K, W/K, C)` (integer division).
+    fn try_forward(&self, x: Tensor<(B, H, W, C), E, D, T>) -> Result<Self::Output, D::Err> {
+        let (b, h, w, c) = *x.shape();
+        let (ho, wo) = (h.size() / K, w.size() / K);
+        let x = if ho * K != h.size() || wo * K != w.size() {
+            let s: Tensor<(B, usize, usize, C), E, D, T> = x.try_slice((.., ..ho * K, ..wo * K, ..))?;
+            s.try_reshape_like(&(b, ho * K, wo * K, c))?
+        } else {
+            x.try_reshape_like(&(b, ho * K, wo * K, c))?
+        };
+        let windows = x.try_reshape_like(&(b, ho, Const::<K>, wo, Const::<K>, c))?;
+        windows.try_max::<(B, usize, usize, C), Axes2<2, 4>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Dev = Cpu;
+
+    /// Naive reference: direct 4-loop convolution in f64.
+    fn naive_conv(x: &[f32], b: usize, h: usize, w: usize, cin: usize, kern: &[f32], bias: &[f32], k: usize) -> Vec<f64> {
+        let cout = bias.len();
+        let (ho, wo) = (h - k + 1, w - k + 1);
+        let mut out = vec![0f64; b * ho * wo * cout];
+        for n in 0..b {
+            for i in 0..ho {
+                for j in 0..wo {
+                    for o in 0..cout {
+                        let mut acc = bias[o] as f64;
+                        for di in 0..k {
+                            for dj in 0..k {
+                                for c in 0..cin {
+                                    let xv = x[((n * h + i + di) * w + j + dj) * cin + c] as f64;
+                                    let kv = kern[((di * k + dj) * cin + c) * cout + o] as f64;
+                                    acc += xv * kv;
+                                }
+                            }
+                        }
+                        out[((n * ho + i) * wo + j) * cout + o] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn naive_pool(x: &[f32], b: usize, h: usize, w: usize, c: usize, k: usize) -> Vec<f32> {
+        let (ho, wo) = (h / k, w / k);
+        let mut out = vec![f32::MIN; b * ho * wo * c];
+        for n in 0..b {
+            for i in 0..ho * k {
+                for j in 0..wo * k {
+                    for ch in 0..c {
+                        let o = &mut out[((n * ho + i / k) * wo + j / k) * c + ch];
+                        *o = o.max(x[((n * h + i) * w + j) * c + ch]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((*x as f64 - y).abs() <= tol * (1.0 + y.abs()), "index {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn conv_forward_matches_naive_reference() {
+        let dev = Dev::seed_from_u64(1);
+        let conv = dev.build_module::<builders::Conv2d<3, 4, 3>, f32>();
+        let x: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(2, 7, 6, Const));
+        let y = conv.forward(x.clone());
+        assert_eq!(y.shape().concrete(), [2, 5, 4, 4]);
+        let want = naive_conv(&x.as_vec(), 2, 7, 6, 3, &conv.weight.as_vec(), &conv.bias.as_vec(), 3);
+        close(&y.as_vec(), &want, 1e-5);
+    }
+
+    #[test]
+    fn pool_forward_matches_naive_reference_including_odd_sizes() {
+        let dev = Dev::seed_from_u64(2);
+        for (h, w) in [(4, 6), (11, 11), (5, 3)] {
+            let x: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(2, h, w, Const));
+            let y = MaxPool2d::<2>.forward(x.clone());
+            assert_eq!(y.shape().concrete(), [2, h / 2, w / 2, 3]);
+            let want = naive_pool(&x.as_vec(), 2, h, w, 3, 2);
+            assert_eq!(y.as_vec(), want);
+        }
+    }
+
+    /// Gradients of `sum(conv(x) * r)` w.r.t. input, kernel and bias, against central differences.
+    #[test]
+    fn conv_gradients_match_numerical_gradients() {
+        let dev = Dev::seed_from_u64(3);
+        let mut conv = dev.build_module::<builders::Conv2d<2, 3, 3>, f32>();
+        let shape = (2, 5, 4, Const::<2>);
+        let x: Tensor<(usize, usize, usize, Const<2>), f32, Dev> = dev.sample_normal_like(&shape);
+        let r: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(2, 3, 2, Const));
+        // Analytical.
+        let xt = x.clone().traced(Gradients::leaky());
+        let loss = (conv.forward(xt) * r.clone()).sum::<Rank0, _>();
+        let grads = loss.backward();
+        let gx = grads.get(&x).as_vec();
+        let gw = grads.get(&conv.weight).as_vec();
+        let gb = grads.get(&conv.bias).as_vec();
+        // Numerical (f64 reference conv, so differences are exact up to rounding of inputs).
+        let f = |xv: &[f32], wv: &[f32], bv: &[f32]| -> f64 {
+            naive_conv(xv, 2, 5, 4, 2, wv, bv, 3).iter().zip(r.as_vec()).map(|(a, b)| a * b as f64).sum()
+        };
+        let (xv, wv, bv) = (x.as_vec(), conv.weight.as_vec(), conv.bias.as_vec());
+        let eps = 1e-2f32;
+        let num = |which: usize, i: usize| {
+            let (mut a, mut b, mut c) = (xv.clone(), wv.clone(), bv.clone());
+            let (mut a2, mut b2, mut c2) = (xv.clone(), wv.clone(), bv.clone());
+            match which {
+                0 => { a[i] += eps; a2[i] -= eps; }
+                1 => { b[i] += eps; b2[i] -= eps; }
+                _ => { c[i] += eps; c2[i] -= eps; }
+            }
+            (f(&a, &b, &c) - f(&a2, &b2, &c2)) / (2.0 * eps as f64)
+        };
+        let gx_num: Vec<f64> = (0..xv.len()).map(|i| num(0, i)).collect();
+        let gw_num: Vec<f64> = (0..wv.len()).map(|i| num(1, i)).collect();
+        let gb_num: Vec<f64> = (0..bv.len()).map(|i| num(2, i)).collect();
+        close(&gx, &gx_num, 1e-3);
+        close(&gw, &gw_num, 1e-3);
+        close(&gb, &gb_num, 1e-3);
+        // The optimizer sees the parameters.
+        let mut sgd = Sgd::new(&conv, SgdConfig { lr: 0.1, momentum: None, weight_decay: None });
+        let before = conv.weight.as_vec();
+        sgd.update(&mut conv, &grads).unwrap();
+        assert_ne!(before, conv.weight.as_vec());
+    }
+
+    #[test]
+    fn pool_gradient_goes_to_the_window_maximum() {
+        let dev = Dev::seed_from_u64(4);
+        let x: Tensor<(usize, usize, usize, Const<1>), f32, Dev> =
+            dev.tensor_from_vec(vec![1., 5., 2., 0., 3., 4., 9., 8., 7.], (1, 3, 3, Const));
+        let y = MaxPool2d::<2>.forward(x.leaky_trace());
+        assert_eq!(y.as_vec(), vec![5.0]);
+        let g = y.sum::<Rank0, _>().backward();
+        assert_eq!(g.get(&x).as_vec(), vec![0., 1., 0., 0., 0., 0., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn flatten_and_add_channel_shapes() {
+        let dev = Dev::default();
+        let x: Tensor<(usize, Const<28>, Const<28>), f32, Dev> = dev.zeros_like(&(3, Const, Const));
+        let y = AddChannel.forward(x.clone());
+        assert_eq!(y.shape().concrete(), [3, 28, 28, 1]);
+        let f: Tensor<(usize, Const<784>), f32, Dev> = Flatten::<784>.forward(x);
+        assert_eq!(f.shape().concrete(), [3, 784]);
+    }
+}

@@ -1,0 +1,338 @@
+//! Step 4 of the guide — **build the model** — as dfdx types, so the shapes are in the type.
+//!
+//! ```text
+//! Keras                                         this crate
+//! keras.Sequential([                            type MlpArch = (
+//!     layers.Flatten(input_shape=(28, 28)),         Flatten<784>,
+//!     layers.Dense(128, activation='relu'),         Linear<784, 128>, ReLU,
+//!     layers.Dense(10)])                            Linear<128, 10>);
+//! ```
+//!
+//! A layer that does not fit its neighbour (say `Linear<784, 128>` followed by `Linear<64, 10>`) is a
+//! *compile* error, not a run-time one. The four architectures are chosen by one enum, [`Arch`].
+
+pub mod layers;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use dfdx::nn::builders::{Linear, ReLU};
+use dfdx::prelude::*;
+pub use layers::builders::{AddChannel, Conv2d, Flatten, MaxPool2d};
+
+use crate::error::Error;
+
+/// The compute device: the CPU, or an NVIDIA GPU with the `cuda` feature.
+pub type Dev = AutoDevice;
+
+/// A batch of normalized images, `(batch, 28, 28)`, as every model takes it.
+pub type Images<T = NoneTape> = Tensor<(usize, Const<28>, Const<28>), f32, Dev, T>;
+/// The models' output: one logit per class, `(batch, 10)`.
+pub type Logits<T = NoneTape> = Tensor<(usize, Const<10>), f32, Dev, T>;
+/// The built (parameter-holding) model of an architecture.
+pub type Built<A> = <A as BuildOnDevice<Dev, f32>>::Built;
+
+/// Linear classifier (softmax regression): 784 → 10. 7,850 parameters.
+pub type LinearArch = (Flatten<784>, Linear<784, 10>);
+
+/// The Keras guide's model: Flatten → Dense 128 + ReLU → Dense 10. 101,770 parameters.
+pub type MlpArch = (Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>);
+
+/// "Go deeper": three hidden layers, 512 → 256 → 128, each with ReLU. 567,434 parameters.
+pub type DeepMlpArch = (
+    Flatten<784>,
+    (Linear<784, 512>, ReLU),
+    (Linear<512, 256>, ReLU),
+    (Linear<256, 128>, ReLU),
+    Linear<128, 10>,
+);
+
+/// Two convolution blocks (3×3 conv + ReLU + 2×2 max-pool, 32 then 64 filters) → Dense 128 → Dense 10.
+/// 28×28×1 → 26×26×32 → 13×13×32 → 11×11×64 → 5×5×64 = 1600 → 128 → 10. 225,034 parameters.
+pub type CnnArch = (
+    AddChannel,
+    (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>),
+    (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>),
+    Flatten<1600>,
+    (Linear<1600, 128>, ReLU),
+    Linear<128, 10>,
+);
+
+/// Which architecture: the one switch between the four models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    Linear,
+    Mlp,
+    DeepMlp,
+    Cnn,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 4] = [Arch::Linear, Arch::Mlp, Arch::DeepMlp, Arch::Cnn];
+
+    /// Short name used on the command line and in files (`linear`, `mlp`, `deep`, `cnn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Linear => "linear",
+            Arch::Mlp => "mlp",
+            Arch::DeepMlp => "deep",
+            Arch::Cnn => "cnn",
+        }
+    }
+
+    /// The dfdx type of the architecture, as written in this module.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Arch::Linear => "(Flatten<784>, Linear<784, 10>)",
+            Arch::Mlp => "(Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>)",
+            Arch::DeepMlp => {
+                "(Flatten<784>, (Linear<784, 512>, ReLU), (Linear<512, 256>, ReLU), (Linear<256, 128>, ReLU), Linear<128, 10>)"
+            }
+            Arch::Cnn => {
+                "(AddChannel, (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>), (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>), Flatten<1600>, (Linear<1600, 128>, ReLU), Linear<128, 10>)"
+            }
+        }
+    }
+
+    /// Layers in Keras' `summary()` terms: name, output shape (`None` = batch), parameter count.
+    pub fn layers(self) -> Vec<LayerInfo> {
+        let dense = |name: &str, i: usize, o: usize| LayerInfo::new(name, "Dense", vec![o], i * o + o);
+        let relu = |name: &str, shape: Vec<usize>| LayerInfo::new(name, "ReLU", shape, 0);
+        let flatten = |n: usize| LayerInfo::new("flatten", "Flatten", vec![n], 0);
+        match self {
+            Arch::Linear => vec![flatten(784), dense("dense", 784, 10)],
+            Arch::Mlp => vec![flatten(784), dense("dense", 784, 128), relu("re_lu", vec![128]), dense("dense_1", 128, 10)],
+            Arch::DeepMlp => vec![
+                flatten(784),
+                dense("dense", 784, 512),
+                relu("re_lu", vec![512]),
+                dense("dense_1", 512, 256),
+                relu("re_lu_1", vec![256]),
+                dense("dense_2", 256, 128),
+                relu("re_lu_2", vec![128]),
+                dense("dense_3", 128, 10),
+            ],
+            Arch::Cnn => vec![
+                LayerInfo::new("add_channel", "AddChannel", vec![28, 28, 1], 0),
+                LayerInfo::new("conv2d", "Conv2D", vec![26, 26, 32], 3 * 3 * 32 + 32),
+                relu("re_lu", vec![26, 26, 32]),
+                LayerInfo::new("max_pooling2d", "MaxPooling2D", vec![13, 13, 32], 0),
+                LayerInfo::new("conv2d_1", "Conv2D", vec![11, 11, 64], 3 * 3 * 32 * 64 + 64),
+                relu("re_lu_1", vec![11, 11, 64]),
+                LayerInfo::new("max_pooling2d_1", "MaxPooling2D", vec![5, 5, 64], 0),
+                flatten(1600),
+                dense("dense", 1600, 128),
+                relu("re_lu_2", vec![128]),
+                dense("dense_1", 128, 10),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "linear" => Ok(Arch::Linear),
+            "mlp" | "dense" => Ok(Arch::Mlp),
+            "deep" | "deepmlp" | "deep-mlp" | "dnn" => Ok(Arch::DeepMlp),
+            "cnn" | "conv" => Ok(Arch::Cnn),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown model `{other}`; choose one of linear, mlp, deep, cnn"
+            ))),
+        }
+    }
+}
+
+/// One row of a model summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub name: String,
+    pub kind: &'static str,
+    /// Output shape without the batch dimension.
+    pub output: Vec<usize>,
+    pub params: usize,
+}
+
+impl LayerInfo {
+    fn new(name: &str, kind: &'static str, output: Vec<usize>, params: usize) -> Self {
+        LayerInfo {
+            name: name.to_string(),
+            kind,
+            output,
+            params,
+        }
+    }
+
+    /// Keras' notation, e.g. `(None, 13, 13, 32)`.
+    pub fn output_shape(&self) -> String {
+        let dims: Vec<String> = self.output.iter().map(|d| d.to_string()).collect();
+        format!("(None, {})", dims.join(", "))
+    }
+}
+
+/// Keras' `model.summary()`: the layers, their output shapes and parameter counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub arch: Arch,
+    pub layers: Vec<LayerInfo>,
+    /// Counted from the built model's tensors (not from the table).
+    pub total_params: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = "─".repeat(66);
+        writeln!(f, "Model: \"{}\"", self.arch.name())?;
+        writeln!(f, "{line}")?;
+        writeln!(f, "{:<34}{:<22}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
+        writeln!(f, "{}", "═".repeat(66))?;
+        for l in &self.layers {
+            writeln!(
+                f,
+                "{:<34}{:<22}{:>10}",
+                format!("{} ({})", l.name, l.kind),
+                l.output_shape(),
+                group_thousands(l.params)
+            )?;
+        }
+        writeln!(f, "{}", "═".repeat(66))?;
+        writeln!(f, "Total params: {}", group_thousands(self.total_params))?;
+        writeln!(f, "Trainable params: {}", group_thousands(self.total_params))?;
+        write!(f, "Non-trainable params: 0")
+    }
+}
+
+/// `101770` → `101,770`.
+pub fn group_thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The names and shapes of a model's parameter tensors, as safetensors stores them.
+pub(crate) fn tensor_names<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<(String, Vec<usize>)> {
+    struct Names(Vec<(String, Vec<usize>)>);
+    impl TensorVisitor<f32, Dev> for Names {
+        type Viewer = (ViewTensorRef, ViewTensorName);
+        type Err = std::convert::Infallible;
+        type E2 = f32;
+        type D2 = Dev;
+        fn visit<S: Shape>(
+            &mut self,
+            _: TensorOptions<S, f32, Dev>,
+            (t, name): (&Tensor<S, f32, Dev>, String),
+        ) -> Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
+            self.0.push((name, t.shape().concrete().into_iter().collect()));
+            Ok(None)
+        }
+        fn visit_scalar<N: num_traits::NumCast>(
+            &mut self,
+            _: ScalarOptions<N>,
+            _: (&N, String),
+        ) -> Result<Option<N>, Self::Err> {
+            Ok(None)
+        }
+    }
+    let mut names = Names(Vec::new());
+    let _ = M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut names,
+    });
+    names.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count<A: BuildOnDevice<Dev, f32>>() -> usize
+    where
+        Built<A>: TensorCollection<f32, Dev>,
+    {
+        let dev = Dev::default();
+        dev.build_module::<A, f32>().num_trainable_params()
+    }
+
+    #[test]
+    fn parameter_counts_match_keras_and_the_summary_table() {
+        assert_eq!(count::<LinearArch>(), 7_850);
+        assert_eq!(count::<MlpArch>(), 101_770);
+        assert_eq!(count::<DeepMlpArch>(), 567_434);
+        assert_eq!(count::<CnnArch>(), 225_034);
+        for (arch, n) in [
+            (Arch::Linear, count::<LinearArch>()),
+            (Arch::Mlp, count::<MlpArch>()),
+            (Arch::DeepMlp, count::<DeepMlpArch>()),
+            (Arch::Cnn, count::<CnnArch>()),
+        ] {
+            assert_eq!(arch.layers().iter().map(|l| l.params).sum::<usize>(), n, "{arch}");
+        }
+    }
+
+    #[test]
+    fn shapes_through_each_block() {
+        let dev = Dev::seed_from_u64(0);
+        let x: Images = dev.sample_normal_like(&(2, Const, Const));
+        let cnn = dev.build_module::<CnnArch, f32>();
+        let a = cnn.0.forward(x.clone());
+        assert_eq!(a.shape().concrete(), [2, 28, 28, 1]);
+        let b = cnn.1.forward(a);
+        assert_eq!(b.shape().concrete(), [2, 13, 13, 32]);
+        let c = cnn.2.forward(b);
+        assert_eq!(c.shape().concrete(), [2, 5, 5, 64]);
+        let d = cnn.3.forward(c);
+        assert_eq!(d.shape().concrete(), [2, 1600]);
+        let e: Logits = cnn.5.forward(cnn.4.forward(d));
+        assert_eq!(e.shape().concrete(), [2, 10]);
+        // The table's shapes agree with what the blocks produce.
+        let table: Vec<Vec<usize>> = Arch::Cnn.layers().into_iter().map(|l| l.output).collect();
+        assert_eq!(table[0], vec![28, 28, 1]);
+        assert_eq!(table[3], vec![13, 13, 32]);
+        assert_eq!(table[6], vec![5, 5, 64]);
+        for arch_out in [
+            dev.build_module::<LinearArch, f32>().forward(x.clone()),
+            dev.build_module::<MlpArch, f32>().forward(x.clone()),
+            dev.build_module::<DeepMlpArch, f32>().forward(x.clone()),
+        ] {
+            assert_eq!(arch_out.shape().concrete(), [2, 10]);
+        }
+    }
+
+    #[test]
+    fn arch_names_round_trip() {
+        for a in Arch::ALL {
+            assert_eq!(a.name().parse::<Arch>().unwrap(), a);
+        }
+        assert!("resnet".parse::<Arch>().is_err());
+        assert_eq!(group_thousands(101770), "101,770");
+        assert_eq!(group_thousands(999), "999");
+    }
+
+    #[test]
+    fn tensor_names_are_the_safetensors_keys() {
+        let dev = Dev::default();
+        let names = tensor_names(&dev.build_module::<MlpArch, f32>());
+        assert_eq!(
+            names,
+            vec![
+                ("1.weight".to_string(), vec![128, 784]),
+                ("1.bias".to_string(), vec![128]),
+                ("3.weight".to_string(), vec![10, 128]),
+                ("3.bias".to_string(), vec![10]),
+            ]
+        );
+    }
+}
