@@ -14,8 +14,11 @@
 //! Notebooks start with `use fashion::prelude::*;`.
 
 pub mod data;
+pub mod display;
 pub mod error;
+pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};
@@ -26,5 +29,9 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::model::{Arch, CnnArch, DeepMlpArch, Dev, Images, LinearArch, Logits, MlpArch};
     pub use crate::train::{Evaluation, History, Loss, Metric, Model, Optimizer, Verbosity};
+    pub use crate::display::{EvcxrDisplay, Figure, Html, Table};
+    pub use crate::metrics::ConfusionMatrix;
+    pub use crate::plot;
     pub use ndarray::{s, Array1, Array2, Array3, Axis};
+    pub use polars::prelude::DataFrame;
 }

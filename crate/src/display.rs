@@ -1,0 +1,197 @@
+//! Showing things inline in Jupyter (evcxr kernel) and saving them to files.
+//!
+//! evcxr shows the value that ends a cell by calling its `evcxr_display()` method, which prints
+//! `EVCXR_BEGIN_CONTENT <mime>` … `EVCXR_END_CONTENT`. A [`Figure`] sends a PNG; a [`Table`] (or a
+//! polars `DataFrame`, through [`EvcxrDisplay`]) sends an HTML table. One payload per MIME type per cell:
+//! to show several figures from one cell, combine them with [`Html::figures`].
+
+use std::path::Path;
+
+use base64::Engine;
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// An RGB image (a rendered figure): shows inline in a notebook, saves as PNG.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Figure {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major RGB bytes, `width * height * 3`.
+    pub rgb: Vec<u8>,
+}
+
+impl std::fmt::Debug for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Figure({}×{})", self.width, self.height)
+    }
+}
+
+impl Figure {
+    /// The colour at `(x, y)`.
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = ((y * self.width + x) * 3) as usize;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+
+    /// PNG-encoded bytes.
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, self.width, self.height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(|e| Error::Plot(e.to_string()))?;
+        w.write_image_data(&self.rgb).map_err(|e| Error::Plot(e.to_string()))?;
+        w.finish().map_err(|e| Error::Plot(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Writes the PNG to `path` (folders are created).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::write(path, self.to_png()?).map_err(|e| Error::io(path, e))
+    }
+
+    /// `<img>` tag with the PNG inline.
+    pub fn to_html_img(&self) -> String {
+        match self.to_png() {
+            Ok(png) => format!(
+                "<img src=\"data:image/png;base64,{}\" width=\"{}\"/>",
+                base64::engine::general_purpose::STANDARD.encode(png),
+                self.width
+            ),
+            Err(e) => format!("<pre>{}</pre>", escape(&e.to_string())),
+        }
+    }
+
+    /// Shows the figure when it ends a notebook cell.
+    pub fn evcxr_display(&self) {
+        match self.to_png() {
+            Ok(png) => println!(
+                "EVCXR_BEGIN_CONTENT image/png\n{}\nEVCXR_END_CONTENT",
+                base64::engine::general_purpose::STANDARD.encode(png)
+            ),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
+/// A block of HTML shown inline (several figures side by side, a table and a figure, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Html(pub String);
+
+impl Html {
+    /// Several figures in one cell output, wrapped in a row.
+    pub fn figures(figures: &[&Figure]) -> Html {
+        let imgs: Vec<String> = figures.iter().map(|f| f.to_html_img()).collect();
+        Html(format!("<div style=\"display:flex;flex-wrap:wrap;gap:8px\">{}</div>", imgs.join("")))
+    }
+
+    pub fn evcxr_display(&self) {
+        println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", self.0);
+    }
+}
+
+/// A DataFrame shown as an HTML table (what a pandas user sees when a cell ends with a DataFrame).
+#[derive(Debug, Clone)]
+pub struct Table(pub DataFrame);
+
+impl Table {
+    /// HTML `<table>` with the column names, dtypes and every row (floats to 4 decimals, nulls blank).
+    pub fn to_html(&self) -> String {
+        dataframe_html(&self.0)
+    }
+
+    pub fn evcxr_display(&self) {
+        println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", self.to_html());
+    }
+}
+
+/// Lets a cell end with a polars `DataFrame` and get an HTML table (bring it in scope with the prelude).
+pub trait EvcxrDisplay {
+    fn evcxr_display(&self);
+}
+
+impl EvcxrDisplay for DataFrame {
+    fn evcxr_display(&self) {
+        Table(self.clone()).evcxr_display()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn cell(v: &AnyValue) -> String {
+    match v {
+        AnyValue::Null => String::new(),
+        AnyValue::Float32(x) => format!("{x:.4}"),
+        AnyValue::Float64(x) => format!("{x:.4}"),
+        AnyValue::String(s) => escape(s),
+        AnyValue::StringOwned(s) => escape(s.as_str()),
+        other => escape(&other.to_string()),
+    }
+}
+
+/// Renders a DataFrame as an HTML table.
+pub fn dataframe_html(df: &DataFrame) -> String {
+    let mut h = String::from("<table class=\"dataframe\" style=\"border-collapse:collapse\">\n<thead><tr><th></th>");
+    for c in df.columns() {
+        h.push_str(&format!(
+            "<th style=\"text-align:right;padding:2px 8px\">{}<br/><small>{}</small></th>",
+            escape(c.name().as_str()),
+            escape(&c.dtype().to_string())
+        ));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for i in 0..df.height() {
+        h.push_str(&format!("<tr><th style=\"padding:2px 8px\">{i}</th>"));
+        for c in df.columns() {
+            let v = c.get(i).map(|v| cell(&v)).unwrap_or_default();
+            h.push_str(&format!("<td style=\"text-align:right;padding:2px 8px\">{v}</td>"));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str(&format!(
+        "</tbody></table>\n<p><small>{} rows × {} columns</small></p>",
+        df.height(),
+        df.width()
+    ));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_html_contains_values_and_blank_nulls() {
+        let df = df!("epoch" => [1u32, 2], "loss" => [0.51234f64, 0.4], "val" => [None, Some(0.875f64)]).unwrap();
+        let html = Table(df).to_html();
+        assert!(html.contains("<th style=\"text-align:right;padding:2px 8px\">epoch"), "{html}");
+        assert!(html.contains(">0.5123<"), "{html}");
+        assert!(html.contains(">0.8750<"), "{html}");
+        assert!(html.contains("<td style=\"text-align:right;padding:2px 8px\"></td>"), "{html}");
+        assert!(html.contains("2 rows × 3 columns"));
+    }
+
+    #[test]
+    fn png_round_trips() {
+        let f = Figure {
+            width: 3,
+            height: 2,
+            rgb: (0..18).map(|i| i as u8 * 10).collect(),
+        };
+        let png = f.to_png().unwrap();
+        let dec = png::Decoder::new(std::io::Cursor::new(png));
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (3, 2));
+        assert_eq!(&buf[..18], &f.rgb[..]);
+        assert!(f.to_html_img().starts_with("<img src=\"data:image/png;base64,"));
+    }
+}

@@ -1,0 +1,192 @@
+//! What the model gets right and wrong: confusion matrix, per-class precision / recall / accuracy,
+//! and the tables (polars DataFrames) that notebooks show.
+
+use ndarray::{Array1, Array2};
+use polars::prelude::*;
+
+use crate::data::{CLASS_NAMES, NUM_CLASSES};
+use crate::error::{Error, Result};
+use crate::train::{argmax, History};
+
+/// Counts of (true class, predicted class) pairs: `counts[[t, p]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfusionMatrix {
+    pub counts: Array2<usize>,
+}
+
+impl ConfusionMatrix {
+    /// From true labels and predicted classes.
+    pub fn from_predictions(labels: &Array1<u8>, predicted: &Array1<u8>) -> Result<Self> {
+        if labels.len() != predicted.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} labels but {} predictions",
+                labels.len(),
+                predicted.len()
+            )));
+        }
+        let mut counts = Array2::zeros((NUM_CLASSES, NUM_CLASSES));
+        for (&t, &p) in labels.iter().zip(predicted) {
+            if t as usize >= NUM_CLASSES || p as usize >= NUM_CLASSES {
+                return Err(Error::InvalidArgument(format!("class {} is not in 0..=9", t.max(p))));
+            }
+            counts[[t as usize, p as usize]] += 1;
+        }
+        Ok(ConfusionMatrix { counts })
+    }
+
+    /// From true labels and `(n, 10)` class probabilities (or logits).
+    pub fn from_probabilities(labels: &Array1<u8>, probs: &Array2<f32>) -> Result<Self> {
+        Self::from_predictions(labels, &predicted_classes(probs)?)
+    }
+
+    /// Number of samples.
+    pub fn total(&self) -> usize {
+        self.counts.sum()
+    }
+
+    /// Fraction on the diagonal.
+    pub fn accuracy(&self) -> f64 {
+        let right: usize = (0..NUM_CLASSES).map(|i| self.counts[[i, i]]).sum();
+        right as f64 / self.total().max(1) as f64
+    }
+
+    /// Of the images predicted as class `c`, the fraction that are `c`.
+    pub fn precision(&self, c: usize) -> f64 {
+        let col: usize = self.counts.column(c).sum();
+        if col == 0 {
+            0.0
+        } else {
+            self.counts[[c, c]] as f64 / col as f64
+        }
+    }
+
+    /// Of the images of class `c`, the fraction predicted as `c` (the per-class accuracy).
+    pub fn recall(&self, c: usize) -> f64 {
+        let row: usize = self.counts.row(c).sum();
+        if row == 0 {
+            0.0
+        } else {
+            self.counts[[c, c]] as f64 / row as f64
+        }
+    }
+
+    /// One row per class: `class, name, support, precision, recall, f1`. Recall is the per-class accuracy.
+    pub fn per_class(&self) -> Result<DataFrame> {
+        let p: Vec<f64> = (0..NUM_CLASSES).map(|c| self.precision(c)).collect();
+        let r: Vec<f64> = (0..NUM_CLASSES).map(|c| self.recall(c)).collect();
+        let f1: Vec<f64> = p
+            .iter()
+            .zip(&r)
+            .map(|(p, r)| if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 })
+            .collect();
+        let support: Vec<u64> = (0..NUM_CLASSES).map(|c| self.counts.row(c).sum() as u64).collect();
+        df!(
+            "class" => (0..NUM_CLASSES as u32).collect::<Vec<u32>>(),
+            "name" => CLASS_NAMES.to_vec(),
+            "support" => support,
+            "precision" => p,
+            "recall" => r,
+            "f1" => f1,
+        )
+        .map_err(polars_err)
+    }
+}
+
+/// The argmax of each row.
+pub fn predicted_classes(probs: &Array2<f32>) -> Result<Array1<u8>> {
+    if probs.ncols() != NUM_CLASSES {
+        return Err(Error::InvalidArgument(format!("expected (n, 10) scores, got {:?}", probs.shape())));
+    }
+    Ok(probs
+        .outer_iter()
+        .map(|r| argmax(&r.iter().cloned().collect::<Vec<_>>()) as u8)
+        .collect())
+}
+
+/// Indices of the wrong predictions, most confident first: `(index, predicted, probability)`.
+pub fn confident_mistakes(labels: &Array1<u8>, probs: &Array2<f32>, n: usize) -> Result<Vec<(usize, usize, f32)>> {
+    let pred = predicted_classes(probs)?;
+    let mut wrong: Vec<(usize, usize, f32)> = pred
+        .iter()
+        .zip(labels)
+        .enumerate()
+        .filter(|(_, (p, t))| p != t)
+        .map(|(i, (&p, _))| (i, p as usize, probs[[i, p as usize]]))
+        .collect();
+    wrong.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    wrong.truncate(n);
+    Ok(wrong)
+}
+
+pub(crate) fn polars_err(e: PolarsError) -> Error {
+    Error::InvalidArgument(format!("table: {e}"))
+}
+
+impl History {
+    /// The history as a polars DataFrame (columns [`History::COLUMNS`]; validation columns null when absent).
+    pub fn to_dataframe(&self) -> Result<DataFrame> {
+        let col = |f: fn(&crate::train::EpochLog) -> Option<f64>| self.epochs.iter().map(f).collect::<Vec<_>>();
+        df!(
+            "epoch" => self.epochs.iter().map(|e| e.epoch as u32).collect::<Vec<_>>(),
+            "loss" => col(|e| Some(e.loss)),
+            "accuracy" => col(|e| Some(e.accuracy)),
+            "val_loss" => col(|e| e.val_loss),
+            "val_accuracy" => col(|e| e.val_accuracy),
+            "seconds" => col(|e| Some(e.seconds)),
+        )
+        .map_err(polars_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn confusion_counts_precision_recall() {
+        let labels = array![0u8, 0, 1, 1, 2, 9];
+        let pred = array![0u8, 1, 1, 1, 2, 0];
+        let cm = ConfusionMatrix::from_predictions(&labels, &pred).unwrap();
+        assert_eq!(cm.counts[[0, 1]], 1);
+        assert_eq!(cm.counts[[9, 0]], 1);
+        assert_eq!(cm.total(), 6);
+        assert!((cm.accuracy() - 4.0 / 6.0).abs() < 1e-12);
+        assert!((cm.recall(0) - 0.5).abs() < 1e-12);
+        assert!((cm.precision(1) - 2.0 / 3.0).abs() < 1e-12);
+        let df = cm.per_class().unwrap();
+        assert_eq!(df.shape(), (10, 6));
+        assert_eq!(df.column("support").unwrap().u64().unwrap().get(0), Some(2));
+        assert_eq!(df.column("name").unwrap().str().unwrap().get(9), Some("Ankle boot"));
+        assert!(ConfusionMatrix::from_predictions(&labels, &array![0u8]).is_err());
+    }
+
+    #[test]
+    fn mistakes_sorted_by_confidence() {
+        let labels = array![0u8, 1, 2];
+        let mut p = Array2::<f32>::zeros((3, 10));
+        p[[0, 0]] = 0.9; // right
+        p[[1, 5]] = 0.6; // wrong, 60%
+        p[[2, 7]] = 0.8; // wrong, 80%
+        let m = confident_mistakes(&labels, &p, 5).unwrap();
+        assert_eq!(m, vec![(2, 7, 0.8), (1, 5, 0.6)]);
+    }
+
+    #[test]
+    fn history_dataframe_has_nulls_without_validation() {
+        let h = History {
+            epochs: vec![crate::train::EpochLog {
+                epoch: 1,
+                loss: 0.5,
+                accuracy: 0.8,
+                val_loss: None,
+                val_accuracy: None,
+                seconds: 1.0,
+            }],
+        };
+        let df = h.to_dataframe().unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, History::COLUMNS);
+        assert_eq!(df.column("val_loss").unwrap().null_count(), 1);
+    }
+}

@@ -1,0 +1,703 @@
+//! Every figure of the guide, drawn with plotters into a [`Figure`] (inline in Jupyter, or `.save()`).
+//!
+//! | guide | function |
+//! |---|---|
+//! | first training image with a colorbar | [`image_with_colorbar`] |
+//! | 5×5 grid of the first 25 images with class names | [`image_grid`] |
+//! | 10×10 predictions, blue right / red wrong | [`prediction_grid`] |
+//! | `plot_image` + `plot_value_array` | [`image_and_probabilities`], [`prediction_pairs`] |
+//! | bar chart with the class names | [`value_array`] |
+//! | TensorBoard curves of several runs | [`training_curves`] |
+//! | confusion matrix | [`confusion_matrix`] |
+//! | pixel histogram before / after normalization | [`pixel_histograms`] |
+//! | most confident mistakes | [`confident_mistakes`] |
+//! | any y-versus-x lines (e.g. accuracy vs epochs) | [`lines`] |
+//!
+//! Text uses DejaVu Sans, embedded in the binary (crate `dejavu`): no system fonts needed.
+
+use std::sync::Once;
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::data::{sample_indices, Dataset, CLASS_NAMES, NUM_CLASSES};
+pub use crate::display::Figure;
+use crate::error::{Error, Result};
+use crate::metrics::{self, ConfusionMatrix};
+use crate::train::{argmax, History};
+
+/// Right predictions (the guide's `'blue'`).
+pub const RIGHT: RGBColor = RGBColor(0, 0, 255);
+/// Wrong predictions (the guide's `'red'`).
+pub const WRONG: RGBColor = RGBColor(255, 0, 0);
+const GREY: RGBColor = RGBColor(119, 119, 119);
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn err<E: std::fmt::Display>(e: E) -> Error {
+    Error::Plot(e.to_string())
+}
+
+/// Renders `draw` on a white `width × height` canvas.
+pub fn render(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<Figure> {
+    register_font();
+    let mut rgb = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Figure { width, height, rgb })
+}
+
+fn font(size: f64) -> TextStyle<'static> {
+    (FONT, size).into_font().color(&BLACK)
+}
+
+fn centered(size: f64, color: RGBColor) -> TextStyle<'static> {
+    (FONT, size).into_font().color(&color).pos(Pos::new(HPos::Center, VPos::Top))
+}
+
+/// Draws a 28×28 image with its top-left corner at `(x, y)`, `scale` pixels per image pixel.
+/// `color` maps a value in `[0, 1]` to a colour.
+fn draw_image<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    img: ArrayView2<f32>,
+    (x, y): (i32, i32),
+    scale: i32,
+    color: impl Fn(f32) -> RGBColor,
+) -> Result<()> {
+    for ((r, c), &v) in img.indexed_iter() {
+        let (px, py) = (x + c as i32 * scale, y + r as i32 * scale);
+        area.draw(&Rectangle::new([(px, py), (px + scale, py + scale)], color(v).filled()))
+            .map_err(|e| Error::Plot(format!("{e:?}")))?;
+    }
+    Ok(())
+}
+
+/// Matplotlib's `cmap=plt.cm.binary`: 0 white, 1 black (what the guide's grids use).
+fn binary(v: f32) -> RGBColor {
+    let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+    RGBColor(g, g, g)
+}
+
+fn viridis(v: f32) -> RGBColor {
+    ViridisRGB.get_color(v.clamp(0.0, 1.0))
+}
+
+/// One image as `f32` in `[0, 1]` plus the top of its original range (255 for raw pixels, 1 for normalized).
+pub trait AsImage {
+    fn unit(&self) -> (Array2<f32>, f32);
+}
+
+impl AsImage for ArrayView2<'_, u8> {
+    fn unit(&self) -> (Array2<f32>, f32) {
+        (self.mapv(|p| p as f32 / 255.0), 255.0)
+    }
+}
+impl AsImage for ArrayView2<'_, f32> {
+    fn unit(&self) -> (Array2<f32>, f32) {
+        let max = self.iter().cloned().fold(0.0, f32::max);
+        let top = if max > 1.0 { 255.0 } else { 1.0 };
+        (self.mapv(|p| p / top), top)
+    }
+}
+impl AsImage for Array2<u8> {
+    fn unit(&self) -> (Array2<f32>, f32) {
+        self.view().unit()
+    }
+}
+impl AsImage for Array2<f32> {
+    fn unit(&self) -> (Array2<f32>, f32) {
+        self.view().unit()
+    }
+}
+
+/// One image, large, in the viridis colour map with a colour bar of its values (0–255, or 0–1 once
+/// normalized) — the guide's `plt.imshow(train_images[0]); plt.colorbar()`.
+pub fn image_with_colorbar(image: &impl AsImage) -> Result<Figure> {
+    let (img, top) = image.unit();
+    if img.shape() != [28, 28] {
+        return Err(Error::InvalidArgument(format!("expected a 28×28 image, got {:?}", img.shape())));
+    }
+    let scale = 14;
+    let (x0, y0) = (30, 20);
+    let side = 28 * scale;
+    render(side as u32 + 170, side as u32 + 50, |root| {
+        draw_image(root, img.view(), (x0, y0), scale, viridis)?;
+        // Grid ticks every 5 pixels, like matplotlib's axes.
+        for t in (0..28).step_by(5) {
+            let p = t as i32 * scale + scale / 2;
+            root.draw(&Text::new(t.to_string(), (x0 + p, y0 + side + 4), centered(13.0, BLACK)))
+                .map_err(err)?;
+            root.draw(&Text::new(
+                t.to_string(),
+                (x0 - 4, y0 + p),
+                font(13.0).pos(Pos::new(HPos::Right, VPos::Center)),
+            ))
+            .map_err(err)?;
+        }
+        // Colour bar.
+        let (bx, bw) = (x0 + side + 25, 22);
+        for i in 0..side {
+            let v = 1.0 - i as f32 / (side - 1) as f32;
+            root.draw(&Rectangle::new([(bx, y0 + i), (bx + bw, y0 + i + 1)], viridis(v).filled()))
+                .map_err(err)?;
+        }
+        root.draw(&Rectangle::new([(bx, y0), (bx + bw, y0 + side)], BLACK.stroke_width(1)))
+            .map_err(err)?;
+        let ticks: Vec<f32> = if top > 1.0 {
+            (0..=5).map(|k| k as f32 * 50.0).collect()
+        } else {
+            (0..=5).map(|k| k as f32 * 0.2).collect()
+        };
+        for t in ticks {
+            let y = y0 + side - ((t / top) * side as f32).round() as i32;
+            root.draw(&PathElement::new(vec![(bx + bw, y), (bx + bw + 5, y)], BLACK)).map_err(err)?;
+            let label = if top > 1.0 { format!("{t:.0}") } else { format!("{t:.1}") };
+            root.draw(&Text::new(
+                label,
+                (bx + bw + 8, y),
+                font(13.0).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+/// A grid of the first `rows × cols` images (binary colour map) with the class name under each —
+/// the guide's 5×5 figure of the first 25 training images.
+pub fn image_grid(data: &Dataset, rows: usize, cols: usize) -> Result<Figure> {
+    let n = (rows * cols).min(data.len());
+    let indices: Vec<usize> = (0..n).collect();
+    let labels: Vec<(String, RGBColor)> = indices
+        .iter()
+        .map(|&i| (CLASS_NAMES[data.labels[i] as usize].to_string(), BLACK))
+        .collect();
+    tiles(data, &indices, &labels, cols, 4, 150)
+}
+
+/// Tiles of images with one coloured caption each.
+fn tiles(data: &Dataset, indices: &[usize], captions: &[(String, RGBColor)], cols: usize, scale: i32, tile_w: i32) -> Result<Figure> {
+    let cols = cols.max(1);
+    let rows = indices.len().div_ceil(cols).max(1);
+    let side = 28 * scale;
+    let tile_h = side + 26;
+    render((cols as i32 * tile_w + 10) as u32, (rows as i32 * tile_h + 10) as u32, |root| {
+        for (k, (&i, (caption, color))) in indices.iter().zip(captions).enumerate() {
+            let (r, c) = ((k / cols) as i32, (k % cols) as i32);
+            let x = 5 + c * tile_w + (tile_w - side) / 2;
+            let y = 5 + r * tile_h;
+            let img = data.images.index_axis(Axis(0), i).mapv(|p| p as f32 / 255.0);
+            draw_image(root, img.view(), (x, y), scale, binary)?;
+            root.draw(&Rectangle::new([(x, y), (x + side, y + side)], GREY.stroke_width(1)))
+                .map_err(err)?;
+            root.draw(&Text::new(caption.clone(), (5 + c * tile_w + tile_w / 2, y + side + 4), centered(13.0, *color)))
+                .map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+/// `"Shirt 71% (Coat)"`: predicted class, its probability, true class.
+pub fn caption(predicted: usize, probability: f32, truth: usize) -> String {
+    format!("{} {:.0}% ({})", CLASS_NAMES[predicted], 100.0 * probability, CLASS_NAMES[truth])
+}
+
+/// `rows × cols` random images of `data` (drawn with `seed`), each captioned with the predicted class,
+/// its probability and the true class — blue when right, red when wrong.
+/// `probs` holds the class probabilities of every image of `data` (`model.predict`).
+pub fn prediction_grid(data: &Dataset, probs: &Array2<f32>, rows: usize, cols: usize, seed: u64) -> Result<Figure> {
+    check_probs(data, probs)?;
+    let indices = sample_indices(data.len(), rows * cols, seed);
+    let captions: Vec<(String, RGBColor)> = indices
+        .iter()
+        .map(|&i| {
+            let p = argmax(&probs.row(i).to_vec());
+            let t = data.labels[i] as usize;
+            (caption(p, probs[[i, p]], t), if p == t { RIGHT } else { WRONG })
+        })
+        .collect();
+    tiles(data, &indices, &captions, cols, 3, 150)
+}
+
+/// The wrong predictions the model was most sure of, most confident first.
+pub fn confident_mistakes(data: &Dataset, probs: &Array2<f32>, n: usize, cols: usize) -> Result<Figure> {
+    check_probs(data, probs)?;
+    let wrong = metrics::confident_mistakes(&data.labels, probs, n)?;
+    let indices: Vec<usize> = wrong.iter().map(|w| w.0).collect();
+    let captions: Vec<(String, RGBColor)> = wrong
+        .iter()
+        .map(|&(i, p, prob)| (caption(p, prob, data.labels[i] as usize), WRONG))
+        .collect();
+    tiles(data, &indices, &captions, cols, 3, 170)
+}
+
+fn check_probs(data: &Dataset, probs: &Array2<f32>) -> Result<()> {
+    if probs.shape() != [data.len(), NUM_CLASSES] {
+        return Err(Error::InvalidArgument(format!(
+            "probabilities must be ({}, 10) for these {} images, got {:?}",
+            data.len(),
+            data.len(),
+            probs.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// Draws the 10 class probabilities as bars: predicted bar red, true bar blue, others grey, y in [0, 1].
+fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, probs: &[f32], truth: Option<usize>, names: bool) -> Result<()> {
+    let pred = argmax(probs);
+    let mut chart = ChartBuilder::on(area)
+        .margin(6)
+        .x_label_area_size(if names { 95 } else { 18 })
+        .y_label_area_size(34)
+        .build_cartesian_2d((0..NUM_CLASSES as i32 - 1).into_segmented(), 0f32..1f32)
+        .map_err(err)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh().y_labels(6).y_label_style(font(11.0)).x_labels(NUM_CLASSES);
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) if names => CLASS_NAMES[*i as usize].to_string(),
+        SegmentValue::CenterOf(i) => i.to_string(),
+        _ => String::new(),
+    };
+    mesh.x_label_formatter(&label);
+    if names {
+        mesh.x_label_style(font(12.0).transform(FontTransform::Rotate90));
+    } else {
+        mesh.x_label_style(font(11.0));
+    }
+    mesh.draw().map_err(err)?;
+    chart
+        .draw_series(
+            Histogram::vertical(&chart)
+                .margin(3)
+                .style_func(|x, _| {
+                    let i = match x {
+                        SegmentValue::Exact(i) | SegmentValue::CenterOf(i) => *i as usize,
+                        SegmentValue::Last => 0,
+                    };
+                    if Some(i) == truth {
+                        RIGHT.filled()
+                    } else if i == pred {
+                        WRONG.filled()
+                    } else {
+                        GREY.filled()
+                    }
+                })
+                .data(probs.iter().enumerate().map(|(i, &p)| (i as i32, p))),
+        )
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Bar chart of one prediction with the 10 class names as tick labels (guide: "use the trained model").
+pub fn value_array(probs: &Array1<f32>, truth: Option<usize>) -> Result<Figure> {
+    let p = probs.to_vec();
+    if p.len() != NUM_CLASSES {
+        return Err(Error::InvalidArgument(format!("expected 10 probabilities, got {}", p.len())));
+    }
+    render(520, 380, |root| draw_bars(root, &p, truth, true))
+}
+
+/// Draws `plot_image` + `plot_value_array` for image `i` into `area`.
+fn draw_pair<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Dataset, probs: &Array2<f32>, i: usize) -> Result<()> {
+    let (left, right) = area.split_horizontally(area.dim_in_pixel().0 as i32 / 2);
+    let p = probs.row(i).to_vec();
+    let pred = argmax(&p);
+    let truth = data.labels[i] as usize;
+    let (w, h) = left.dim_in_pixel();
+    let scale = (((w as i32 - 10).min(h as i32 - 28)) / 28).max(1);
+    let side = 28 * scale;
+    let x = (w as i32 - side) / 2;
+    let img = data.images.index_axis(Axis(0), i).mapv(|v| v as f32 / 255.0);
+    draw_image(&left, img.view(), (x, 4), scale, binary)?;
+    left.draw(&Rectangle::new([(x, 4), (x + side, 4 + side)], GREY.stroke_width(1))).map_err(err)?;
+    let color = if pred == truth { RIGHT } else { WRONG };
+    left.draw(&Text::new(caption(pred, p[pred], truth), (w as i32 / 2, side + 8), centered(12.0, color)))
+        .map_err(err)?;
+    draw_bars(&right, &p, Some(truth), false)
+}
+
+/// The guide's `plot_image(i) + plot_value_array(i)` for one test image.
+pub fn image_and_probabilities(data: &Dataset, probs: &Array2<f32>, i: usize) -> Result<Figure> {
+    check_probs(data, probs)?;
+    if i >= data.len() {
+        return Err(Error::InvalidArgument(format!("index {i} out of range")));
+    }
+    render(520, 240, |root| draw_pair(root, data, probs, i))
+}
+
+/// The guide's 5 rows × 3 grid of image + probability pairs for the first `rows·cols` images.
+pub fn prediction_pairs(data: &Dataset, probs: &Array2<f32>, rows: usize, cols: usize) -> Result<Figure> {
+    check_probs(data, probs)?;
+    let n = (rows * cols).min(data.len());
+    render((cols * 440) as u32, (rows * 200) as u32, |root| {
+        let cells = root.split_evenly((rows, cols));
+        for (i, area) in cells.iter().enumerate().take(n) {
+            draw_pair(area, data, probs, i)?;
+        }
+        Ok(())
+    })
+}
+
+/// Loss and accuracy per epoch of one or more runs, overlaid: one colour per run, training solid,
+/// validation dashed (the TensorBoard comparison of the TF-Estimators episode).
+pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
+    let max_epoch = runs.iter().flat_map(|(_, h)| h.epochs.iter().map(|e| e.epoch)).max().unwrap_or(1).max(2);
+    render(1100, 430, |root| {
+        let (l, r) = root.split_horizontally(550);
+        type Get = fn(&crate::train::EpochLog) -> (f64, Option<f64>);
+        let panels: [(&DrawingArea<_, _>, &str, Get); 2] = [
+            (&l, "loss", |e| (e.loss, e.val_loss)),
+            (&r, "accuracy", |e| (e.accuracy, e.val_accuracy)),
+        ];
+        for (area, what, get) in panels {
+            let values: Vec<f64> = runs
+                .iter()
+                .flat_map(|(_, h)| h.epochs.iter().flat_map(|e| {
+                    let (a, b) = get(e);
+                    std::iter::once(a).chain(b)
+                }))
+                .collect();
+            let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = if values.is_empty() { (0.0, 1.0) } else { (lo, hi) };
+            let pad = ((hi - lo) * 0.08).max(1e-3);
+            let mut chart = ChartBuilder::on(area)
+                .caption(what, font(18.0))
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(1f64..max_epoch as f64, (lo - pad)..(hi + pad))
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y:.3}"))
+                .label_style(font(12.0))
+                .draw()
+                .map_err(err)?;
+            for (k, (name, h)) in runs.iter().enumerate() {
+                let color = Palette99::pick(k).to_rgba();
+                let train: Vec<(f64, f64)> = h.epochs.iter().map(|e| (e.epoch as f64, get(e).0)).collect();
+                chart
+                    .draw_series(LineSeries::new(train.clone(), color.stroke_width(2)))
+                    .map_err(err)?
+                    .label(format!("{name} train"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                chart.draw_series(train.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+                let val: Vec<(f64, f64)> = h.epochs.iter().filter_map(|e| get(e).1.map(|v| (e.epoch as f64, v))).collect();
+                if !val.is_empty() {
+                    chart
+                        .draw_series(DashedLineSeries::new(val, 6, 4, color.stroke_width(2)))
+                        .map_err(err)?
+                        .label(format!("{name} validation"))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], color.stroke_width(1)));
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(if what == "loss" { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::LowerRight })
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(font(12.0))
+                .draw()
+                .map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+/// Lines of y against x, e.g. accuracy against the number of epochs: `series` = (name, points).
+pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<Figure> {
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+    if pts.is_empty() {
+        return Err(Error::InvalidArgument("nothing to plot".into()));
+    }
+    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (xp, yp) = (((x1 - x0) * 0.05).max(0.5), ((y1 - y0) * 0.1).max(1e-3));
+    render(720, 430, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, font(18.0))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0 - xp)..(x1 + xp), (y0 - yp)..(y1 + yp))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .y_label_formatter(&|y| format!("{y:.3}"))
+            .label_style(font(12.0))
+            .draw()
+            .map_err(err)?;
+        for (k, (name, p)) in series.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            chart
+                .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
+                .map_err(err)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(p.iter().map(|&q| Circle::new(q, 4, color.filled()))).map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(font(13.0))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
+/// Matplotlib's "Blues": white for 0, dark blue for the largest count.
+fn blues(v: f64) -> RGBColor {
+    let v = v.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * v).round() as u8;
+    RGBColor(lerp(247.0, 8.0), lerp(251.0, 48.0), lerp(255.0, 107.0))
+}
+
+/// Heatmap of the confusion matrix (rows: true class, columns: predicted class) with the counts.
+pub fn confusion_matrix(cm: &ConfusionMatrix) -> Result<Figure> {
+    let max = cm.counts.iter().cloned().max().unwrap_or(1).max(1) as f64;
+    let (cellw, x0, y0) = (58, 130, 40);
+    let side = cellw * NUM_CLASSES as i32;
+    render((x0 + side + 20) as u32, (y0 + side + 120) as u32, |root| {
+        root.draw(&Text::new(
+            format!("Confusion matrix (accuracy {:.4})", cm.accuracy()),
+            (x0 + side / 2, 10),
+            centered(17.0, BLACK),
+        ))
+        .map_err(err)?;
+        for t in 0..NUM_CLASSES {
+            for p in 0..NUM_CLASSES {
+                let n = cm.counts[[t, p]];
+                let v = n as f64 / max;
+                let (x, y) = (x0 + p as i32 * cellw, y0 + t as i32 * cellw);
+                root.draw(&Rectangle::new([(x, y), (x + cellw, y + cellw)], blues(v).filled())).map_err(err)?;
+                let ink = if v > 0.5 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    n.to_string(),
+                    (x + cellw / 2, y + cellw / 2),
+                    (FONT, 13.0).into_font().color(&ink).pos(Pos::new(HPos::Center, VPos::Center)),
+                ))
+                .map_err(err)?;
+            }
+            let c = y0 + t as i32 * cellw + cellw / 2;
+            root.draw(&Text::new(CLASS_NAMES[t], (x0 - 6, c), font(13.0).pos(Pos::new(HPos::Right, VPos::Center))))
+                .map_err(err)?;
+            let cx = x0 + t as i32 * cellw + cellw / 2;
+            root.draw(&Text::new(
+                CLASS_NAMES[t],
+                (cx, y0 + side + 6),
+                font(13.0).transform(FontTransform::Rotate90).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(err)?;
+        }
+        root.draw(&Rectangle::new([(x0, y0), (x0 + side, y0 + side)], BLACK.stroke_width(1))).map_err(err)?;
+        root.draw(&Text::new("true ↓   predicted →", (8, 12), font(12.0))).map_err(err)?;
+        Ok(())
+    })
+}
+
+/// Histograms of pixel values before (0–255) and after (0–1) normalization, side by side.
+pub fn pixel_histograms(raw: &ndarray::Array3<u8>, normalized: &ndarray::Array3<f32>) -> Result<Figure> {
+    const BINS: usize = 32;
+    let mut a = [0u64; BINS];
+    for &p in raw {
+        a[(p as usize * BINS) / 256] += 1;
+    }
+    let mut b = [0u64; BINS];
+    for &p in normalized {
+        b[((p.clamp(0.0, 1.0) * BINS as f32) as usize).min(BINS - 1)] += 1;
+    }
+    render(1000, 380, |root| {
+        let (l, r) = root.split_horizontally(500);
+        for (area, counts, top, title) in [
+            (&l, &a, 255f64, "pixel values before normalization (0–255)"),
+            (&r, &b, 1f64, "after dividing by 255 (0–1)"),
+        ] {
+            let ymax = *counts.iter().max().unwrap_or(&1) as f64 * 1.05;
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, font(15.0))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..top, 0f64..ymax.max(1.0))
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .y_desc("pixels")
+                .y_label_formatter(&|y| format!("{:.0}", y))
+                .label_style(font(11.0))
+                .draw()
+                .map_err(err)?;
+            let w = top / BINS as f64;
+            chart
+                .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                    Rectangle::new([(i as f64 * w, 0.0), ((i + 1) as f64 * w, c as f64)], RGBColor(31, 119, 180).filled())
+                }))
+                .map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array3};
+
+    /// Images whose pixel value is `40·class`, labels 0..n % 10.
+    fn tiny(n: usize) -> Dataset {
+        let labels: Array1<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let mut images = Array3::zeros((n, 28, 28));
+        for i in 0..n {
+            images.index_axis_mut(Axis(0), i).fill(((i % 10) * 25) as u8);
+            images[[i, 14, 14]] = 255;
+        }
+        Dataset::new(images, labels).unwrap()
+    }
+
+    /// Probabilities that are right for even labels, and say "Sandal 90%" for odd ones.
+    fn probs(d: &Dataset) -> Array2<f32> {
+        let mut p = Array2::from_elem((d.len(), 10), 0.01f32);
+        for (i, &l) in d.labels.iter().enumerate() {
+            let k = if l % 2 == 0 { l as usize } else { 5 };
+            p[[i, k]] = 0.91;
+        }
+        p
+    }
+
+    fn count(f: &Figure, x0: u32, y0: u32, x1: u32, y1: u32, pred: impl Fn([u8; 3]) -> bool) -> usize {
+        let mut n = 0;
+        for y in y0..y1.min(f.height) {
+            for x in x0..x1.min(f.width) {
+                n += pred(f.pixel(x, y)) as usize;
+            }
+        }
+        n
+    }
+
+    fn is_red(p: [u8; 3]) -> bool {
+        p[0] > 180 && p[1] < 110 && p[2] < 110
+    }
+    fn is_blue(p: [u8; 3]) -> bool {
+        p[2] > 180 && p[0] < 110 && p[1] < 110
+    }
+
+    #[test]
+    fn prediction_grid_labels_are_blue_when_right_and_red_when_wrong() {
+        let d = tiny(4);
+        let p = probs(&d);
+        // 2×2 grid; sample order from the seed, so find each tile's truth from the same draw.
+        let f = prediction_grid(&d, &p, 2, 2, 0).unwrap();
+        let order = sample_indices(4, 4, 0);
+        assert_eq!((f.width, f.height), (2 * 150 + 10, 2 * (84 + 26) + 10));
+        for (k, &i) in order.iter().enumerate() {
+            let (r, c) = ((k / 2) as u32, (k % 2) as u32);
+            let (x, y) = (5 + c * 150, 5 + r * 110 + 84);
+            let red = count(&f, x, y, x + 150, y + 26, is_red);
+            let blue = count(&f, x, y, x + 150, y + 26, is_blue);
+            if d.labels[i] % 2 == 0 {
+                assert!(blue > 20 && red == 0, "tile {k}: blue {blue} red {red}");
+            } else {
+                assert!(red > 20 && blue == 0, "tile {k}: blue {blue} red {red}");
+            }
+        }
+        // The images are drawn: a dark centre pixel (value 255 → black) in every tile.
+        assert_eq!(f.pixel(5 + (150 - 84) / 2 + 14 * 3 + 1, 5 + 14 * 3 + 1), [0, 0, 0]);
+    }
+
+    #[test]
+    fn confusion_diagonal_is_darkest_for_a_perfect_predictor() {
+        let labels: Array1<u8> = (0..200).map(|i| (i % 10) as u8).collect();
+        let cm = ConfusionMatrix::from_predictions(&labels, &labels).unwrap();
+        let f = confusion_matrix(&cm).unwrap();
+        let darkness = |t: u32, p: u32| {
+            let [r, g, b] = f.pixel(130 + p * 58 + 4, 40 + t * 58 + 4);
+            765 - (r as u32 + g as u32 + b as u32)
+        };
+        for t in 0..10 {
+            for p in 0..10 {
+                if t != p {
+                    assert!(darkness(t, t) > darkness(t, p) + 300, "({t},{p})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn value_array_colours_predicted_red_and_true_blue() {
+        let mut p = Array1::from_elem(10, 0.02f32);
+        p[3] = 0.8;
+        let f = value_array(&p, Some(6)).unwrap();
+        assert!(count(&f, 0, 0, f.width, f.height, is_red) > 500);
+        assert!(count(&f, 0, 0, f.width, f.height, is_blue) > 20);
+        let right = value_array(&p, Some(3)).unwrap();
+        assert_eq!(count(&right, 0, 0, right.width, right.height, is_red), 0, "a right prediction is all blue");
+    }
+
+    #[test]
+    fn every_figure_renders_with_content() {
+        let d = tiny(30);
+        let p = probs(&d);
+        let h = History {
+            epochs: (1..=3)
+                .map(|e| crate::train::EpochLog {
+                    epoch: e,
+                    loss: 1.0 / e as f64,
+                    accuracy: 0.5 + 0.1 * e as f64,
+                    val_loss: Some(1.1 / e as f64),
+                    val_accuracy: Some(0.45 + 0.1 * e as f64),
+                    seconds: 1.0,
+                })
+                .collect(),
+        };
+        let figures = [
+            image_with_colorbar(&d.images.index_axis(Axis(0), 9)).unwrap(),
+            image_with_colorbar(&d.normalized().index_axis(Axis(0), 9).to_owned()).unwrap(),
+            image_grid(&d, 5, 5).unwrap(),
+            image_and_probabilities(&d, &p, 1).unwrap(),
+            prediction_pairs(&d, &p, 5, 3).unwrap(),
+            training_curves(&[("linear", &h), ("deep", &h)]).unwrap(),
+            lines("accuracy", "epochs", "accuracy", &[("test", vec![(1.0, 0.8), (5.0, 0.88)])]).unwrap(),
+            confident_mistakes(&d, &p, 8, 4).unwrap(),
+            pixel_histograms(&d.images, &d.normalized()).unwrap(),
+        ];
+        for f in &figures {
+            let non_white = count(f, 0, 0, f.width, f.height, |p| p != [255, 255, 255]);
+            assert!(non_white > 2000, "{f:?} has only {non_white} drawn pixels");
+            let png = f.to_png().unwrap();
+            let r = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+            assert_eq!((r.info().width, r.info().height), (f.width, f.height));
+        }
+        assert_eq!((figures[2].width, figures[2].height), (5 * 150 + 10, 5 * (112 + 26) + 10));
+        // Bad inputs are errors, not panics.
+        assert!(prediction_grid(&d, &Array2::zeros((3, 10)), 2, 2, 0).is_err());
+        assert!(value_array(&Array1::zeros(3), None).is_err());
+        assert!(lines("x", "x", "y", &[]).is_err());
+    }
+}
