@@ -23,10 +23,34 @@ pub mod train;
 
 pub use error::{Error, Result};
 
+/// dfdx itself, for cells that build or call a typed network directly.
+pub use dfdx;
+/// polars itself, for cells that build their own tables.
+pub use polars;
+
+/// A notebook parameter: the environment variable `name` parsed as `T`, or `default` when unset.
+///
+/// `EPOCHS=20 scripts/run-notebook notebooks/02-classify-clothing.ipynb` re-runs with 20 epochs.
+/// A value that does not parse is reported and the default used.
+pub fn param<T: std::str::FromStr + std::fmt::Display>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().parse() {
+            Ok(x) => x,
+            Err(_) => {
+                eprintln!("{name}={v:?} is not valid here; using {default}");
+                default
+            }
+        },
+        Err(_) => default,
+    }
+}
+
 /// Everything a notebook cell uses.
 pub mod prelude {
-    pub use crate::data::{load_data, normalize, sample_indices, Dataset, FashionMnist, CLASS_NAMES};
+    pub use crate::data::{load_data, normalize, sample_indices, shape_str, Dataset, FashionMnist, CLASS_NAMES};
     pub use crate::error::{Error, Result};
+    pub use crate::metrics::compare;
+    pub use crate::param;
     pub use crate::model::{Arch, CnnArch, DeepMlpArch, Dev, Images, LinearArch, Logits, MlpArch};
     pub use crate::train::{Evaluation, History, Loss, Metric, Model, Optimizer, Verbosity};
     pub use crate::display::{EvcxrDisplay, Figure, Html, Table};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fashion::data::{self, CLASS_NAMES};
+use fashion::data::{self, shape_str, CLASS_NAMES};
 use fashion::model::Arch;
 use fashion::train::{Model, Optimizer};
 use fashion::{plot, Result};
@@ -88,10 +88,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => {
             let d = data::load_data()?;
             println!("Data: {}", d.source.display());
-            println!("Train Images Shape: {:?}", shape(d.train.images.shape()));
-            println!("Train Labels Shape: {:?}", shape(d.train.labels.shape()));
-            println!("Test Images Shape: {:?}", shape(d.test.images.shape()));
-            println!("Test Labels Shape: {:?}", shape(d.test.labels.shape()));
+            println!("Train Images Shape: {}", shape_str(d.train.images.shape()));
+            println!("Train Labels Shape: {}", shape_str(d.train.labels.shape()));
+            println!("Test Images Shape: {}", shape_str(d.test.images.shape()));
+            println!("Test Labels Shape: {}", shape_str(d.test.labels.shape()));
             println!("Classes: {}", CLASS_NAMES.join(", "));
         }
         Command::Download { dir } => {
@@ -174,22 +174,4 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Shapes printed as Python tuples: `(60000, 28, 28)`, `(60000,)`.
-fn shape(s: &[usize]) -> Tuple {
-    Tuple(s.to_vec())
-}
-
-struct Tuple(Vec<usize>);
-
-impl std::fmt::Debug for Tuple {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let items: Vec<String> = self.0.iter().map(|d| d.to_string()).collect();
-        if items.len() == 1 {
-            write!(f, "({},)", items[0])
-        } else {
-            write!(f, "({})", items.join(", "))
-        }
-    }
 }

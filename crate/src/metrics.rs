@@ -118,11 +118,40 @@ pub fn confident_mistakes(labels: &Array1<u8>, probs: &Array2<f32>, n: usize) ->
     Ok(wrong)
 }
 
+/// One row per run, to compare experiments: `model, epochs, accuracy, val_accuracy, val_loss,
+/// seconds_per_epoch` (from the last epoch of each history).
+pub fn compare(runs: &[(&str, &History)]) -> Result<DataFrame> {
+    let last = |h: &History| h.last().copied();
+    let col = |f: fn(&crate::train::EpochLog) -> Option<f64>| {
+        runs.iter().map(|(_, h)| last(h).and_then(|e| f(&e))).collect::<Vec<_>>()
+    };
+    df!(
+        "model" => runs.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
+        "epochs" => runs.iter().map(|(_, h)| h.epochs.len() as u32).collect::<Vec<_>>(),
+        "accuracy" => col(|e| Some(e.accuracy)),
+        "val_accuracy" => col(|e| e.val_accuracy),
+        "val_loss" => col(|e| e.val_loss),
+        "seconds_per_epoch" => runs
+            .iter()
+            .map(|(_, h)| (!h.epochs.is_empty()).then(|| h.epochs.iter().map(|e| e.seconds).sum::<f64>() / h.epochs.len() as f64))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(polars_err)
+}
+
 pub(crate) fn polars_err(e: PolarsError) -> Error {
     Error::InvalidArgument(format!("table: {e}"))
 }
 
 impl History {
+    /// Shows the history as a table when it ends a notebook cell.
+    pub fn evcxr_display(&self) {
+        match self.to_dataframe() {
+            Ok(df) => crate::display::Table(df).evcxr_display(),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+
     /// The history as a polars DataFrame (columns [`History::COLUMNS`]; validation columns null when absent).
     pub fn to_dataframe(&self) -> Result<DataFrame> {
         let col = |f: fn(&crate::train::EpochLog) -> Option<f64>| self.epochs.iter().map(f).collect::<Vec<_>>();
@@ -188,5 +217,8 @@ mod tests {
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
         assert_eq!(names, History::COLUMNS);
         assert_eq!(df.column("val_loss").unwrap().null_count(), 1);
+        let c = compare(&[("a", &h), ("b", &h)]).unwrap();
+        assert_eq!(c.shape(), (2, 6));
+        assert_eq!(c.column("accuracy").unwrap().f64().unwrap().get(1), Some(0.8));
     }
 }

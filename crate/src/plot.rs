@@ -224,8 +224,16 @@ pub fn caption(predicted: usize, probability: f32, truth: usize) -> String {
 /// its probability and the true class — blue when right, red when wrong.
 /// `probs` holds the class probabilities of every image of `data` (`model.predict`).
 pub fn prediction_grid(data: &Dataset, probs: &Array2<f32>, rows: usize, cols: usize, seed: u64) -> Result<Figure> {
+    predictions_for(data, probs, &sample_indices(data.len(), rows * cols, seed), cols)
+}
+
+/// The images at `indices`, captioned like [`prediction_grid`] (e.g. five images from the middle of the
+/// test set).
+pub fn predictions_for(data: &Dataset, probs: &Array2<f32>, indices: &[usize], cols: usize) -> Result<Figure> {
     check_probs(data, probs)?;
-    let indices = sample_indices(data.len(), rows * cols, seed);
+    if let Some(&i) = indices.iter().find(|&&i| i >= data.len()) {
+        return Err(Error::InvalidArgument(format!("index {i} out of range for {} images", data.len())));
+    }
     let captions: Vec<(String, RGBColor)> = indices
         .iter()
         .map(|&i| {
@@ -234,7 +242,7 @@ pub fn prediction_grid(data: &Dataset, probs: &Array2<f32>, rows: usize, cols: u
             (caption(p, probs[[i, p]], t), if p == t { RIGHT } else { WRONG })
         })
         .collect();
-    tiles(data, &indices, &captions, cols, 3, 150)
+    tiles(data, indices, &captions, cols, 3, 190)
 }
 
 /// The wrong predictions the model was most sure of, most confident first.
@@ -246,7 +254,7 @@ pub fn confident_mistakes(data: &Dataset, probs: &Array2<f32>, n: usize, cols: u
         .iter()
         .map(|&(i, p, prob)| (caption(p, prob, data.labels[i] as usize), WRONG))
         .collect();
-    tiles(data, &indices, &captions, cols, 3, 170)
+    tiles(data, &indices, &captions, cols, 3, 190)
 }
 
 fn check_probs(data: &Dataset, probs: &Array2<f32>) -> Result<()> {
@@ -615,12 +623,12 @@ mod tests {
         // 2×2 grid; sample order from the seed, so find each tile's truth from the same draw.
         let f = prediction_grid(&d, &p, 2, 2, 0).unwrap();
         let order = sample_indices(4, 4, 0);
-        assert_eq!((f.width, f.height), (2 * 150 + 10, 2 * (84 + 26) + 10));
+        assert_eq!((f.width, f.height), (2 * 190 + 10, 2 * (84 + 26) + 10));
         for (k, &i) in order.iter().enumerate() {
             let (r, c) = ((k / 2) as u32, (k % 2) as u32);
-            let (x, y) = (5 + c * 150, 5 + r * 110 + 84);
-            let red = count(&f, x, y, x + 150, y + 26, is_red);
-            let blue = count(&f, x, y, x + 150, y + 26, is_blue);
+            let (x, y) = (5 + c * 190, 5 + r * 110 + 84);
+            let red = count(&f, x, y, x + 190, y + 26, is_red);
+            let blue = count(&f, x, y, x + 190, y + 26, is_blue);
             if d.labels[i] % 2 == 0 {
                 assert!(blue > 20 && red == 0, "tile {k}: blue {blue} red {red}");
             } else {
@@ -628,7 +636,7 @@ mod tests {
             }
         }
         // The images are drawn: a dark centre pixel (value 255 → black) in every tile.
-        assert_eq!(f.pixel(5 + (150 - 84) / 2 + 14 * 3 + 1, 5 + 14 * 3 + 1), [0, 0, 0]);
+        assert_eq!(f.pixel(5 + (190 - 84) / 2 + 14 * 3 + 1, 5 + 14 * 3 + 1), [0, 0, 0]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use ndarray::{Array1, Array3, ArrayView3, Axis};
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 
 /// The crate's small seeded generator (for tests and random samples).
+#[cfg(test)]
 pub(crate) fn batch_rng(seed: u64) -> batch::SplitMix64 {
     batch::SplitMix64(seed)
 }
@@ -142,6 +143,18 @@ impl Dataset {
 }
 
 impl FashionMnist {
+    /// Images per class in each split: `label, class, train, test`.
+    pub fn class_balance(&self) -> Result<polars::prelude::DataFrame> {
+        let (tr, te) = (self.train.class_counts(), self.test.class_counts());
+        polars::df!(
+            "label" => (0..NUM_CLASSES as u32).collect::<Vec<u32>>(),
+            "class" => CLASS_NAMES.to_vec(),
+            "train" => tr.iter().map(|&c| c as u64).collect::<Vec<u64>>(),
+            "test" => te.iter().map(|&c| c as u64).collect::<Vec<u64>>(),
+        )
+        .map_err(crate::metrics::polars_err)
+    }
+
     /// Keeps the first `train` training and `test` test samples (for quick runs and tests).
     pub fn subset(&self, train: usize, test: usize) -> FashionMnist {
         FashionMnist {
@@ -150,6 +163,24 @@ impl FashionMnist {
             source: self.source.clone(),
         }
     }
+}
+
+/// A shape as Python prints it: `(60000, 28, 28)`, `(60000,)`.
+pub fn shape_str(shape: &[usize]) -> String {
+    let items: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    match items.len() {
+        1 => format!("({},)", items[0]),
+        _ => format!("({})", items.join(", ")),
+    }
+}
+
+/// The label → class name table of the guide.
+pub fn class_names_table() -> Result<polars::prelude::DataFrame> {
+    polars::df!(
+        "label" => (0..NUM_CLASSES as u32).collect::<Vec<u32>>(),
+        "class" => CLASS_NAMES.to_vec(),
+    )
+    .map_err(crate::metrics::polars_err)
 }
 
 /// Pixel values `0..=255` to `f32` in `[0, 1]`: the guide's "divide by 255".
@@ -386,6 +417,17 @@ mod tests {
         assert_eq!(n[[0, 0, 0]], 0.0);
         assert!((n[[19, 3, 3]] - 19.0 / 255.0).abs() < 1e-7);
         assert!(n.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    }
+
+    #[test]
+    fn shapes_print_like_python_and_tables_have_ten_rows() {
+        assert_eq!(shape_str(&[60000, 28, 28]), "(60000, 28, 28)");
+        assert_eq!(shape_str(&[60000]), "(60000,)");
+        assert_eq!(class_names_table().unwrap().shape(), (10, 2));
+        let dir = tempfile::tempdir().unwrap();
+        write_set(dir.path(), 20, false);
+        let b = load_dir(dir.path()).unwrap().class_balance().unwrap();
+        assert_eq!(b.column("train").unwrap().u64().unwrap().get(3), Some(2));
     }
 
     #[test]

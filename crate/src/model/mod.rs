@@ -209,6 +209,13 @@ impl fmt::Display for Summary {
     }
 }
 
+impl Summary {
+    /// Shows the summary as text when it ends a notebook cell.
+    pub fn evcxr_display(&self) {
+        println!("EVCXR_BEGIN_CONTENT text/plain\n{self}\nEVCXR_END_CONTENT");
+    }
+}
+
 /// `101770` → `101,770`.
 pub fn group_thousands(n: usize) -> String {
     let s = n.to_string();
