@@ -558,7 +558,8 @@ pub fn pixel_histograms(raw: &ndarray::Array3<u8>, normalized: &ndarray::Array3<
                 .configure_mesh()
                 .disable_x_mesh()
                 .y_desc("pixels")
-                .y_label_formatter(&|y| format!("{:.0}", y))
+                .y_label_formatter(&|y| crate::model::group_thousands(*y as usize))
+                .x_label_formatter(&|x| if top > 1.0 { format!("{x:.0}") } else { format!("{x:.1}") })
                 .label_style(font(11.0))
                 .draw()
                 .map_err(err)?;

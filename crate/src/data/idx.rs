@@ -168,7 +168,10 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        // PROPTEST_CASES=N runs longer (a fuzzing session); 2000 cases by default.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+        ))]
         /// Arbitrary bytes never panic the parser, and whatever it accepts is self-consistent.
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), magic_imgs in any::<bool>()) {
