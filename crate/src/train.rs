@@ -211,16 +211,16 @@ fn dev_err<E: fmt::Debug>(e: E) -> Error {
 }
 
 impl Model {
-    /// Builds `arch` with weights drawn from `seed` (same seed → same weights).
+    /// Builds `arch` with weights drawn from `seed` (same seed → same weights), initialised as Keras
+    /// does (Glorot-uniform weights, zero biases).
     pub fn new(arch: Arch, seed: u64) -> Result<Model> {
         let dev = Dev::seed_from_u64(seed);
         #[cfg(not(feature = "cuda"))]
         dfdx::flush_denormals_to_zero();
         fn build<A: BuildOnDevice<Dev, f32>>(dev: &Dev) -> Result<Trainer<Built<A>>> {
-            Ok(Trainer {
-                model: dev.try_build_module::<A, f32>().map_err(dev_err)?,
-                opt: None,
-            })
+            let mut model = dev.try_build_module::<A, f32>().map_err(dev_err)?;
+            model::glorot_init(&mut model).map_err(dev_err)?;
+            Ok(Trainer { model, opt: None })
         }
         let net = match arch {
             Arch::Linear => Net::Linear(build::<LinearArch>(&dev)?),
@@ -539,6 +539,61 @@ fn check_images(x: ArrayView3<f32>) -> Result<()> {
     Ok(())
 }
 
+/// The id dfdx gave a tensor (gradients and optimizer state are keyed by it). dfdx 0.13 keeps ids
+/// private; its derived `Debug` starts with `Tensor { id: UniqueId(N), …`, so read that and stop before
+/// the data is formatted.
+fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> Option<usize> {
+    struct Head(String);
+    impl fmt::Write for Head {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.push_str(s);
+            if self.0.len() > 48 {
+                Err(fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut head = Head(String::new());
+    let _ = fmt::write(&mut head, format_args!("{t:?}"));
+    let rest = head.0.split("UniqueId(").nth(1)?;
+    rest[..rest.find(')')?].parse().ok()
+}
+
+/// evcxr compiles every notebook cell into its own shared library, each with its own copy of dfdx and
+/// so its own tensor-id counter, starting at 0. A model built in one cell and trained in another would
+/// give its batch tensors ids that collide with its parameters' ids, mixing up their gradients. Before
+/// training, advance this copy's counter past every parameter id (a no-op outside notebooks).
+fn advance_ids_past<M: TensorCollection<f32, Dev>>(model: &M, dev: &Dev) -> Result<()> {
+    struct MaxId(usize);
+    impl TensorVisitor<f32, Dev> for MaxId {
+        type Viewer = ViewTensorRef;
+        type Err = std::convert::Infallible;
+        type E2 = f32;
+        type D2 = Dev;
+        fn visit<S: Shape>(
+            &mut self,
+            _: TensorOptions<S, f32, Dev>,
+            t: &Tensor<S, f32, Dev>,
+        ) -> std::result::Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
+            self.0 = self.0.max(tensor_id(t).unwrap_or(0));
+            Ok(None)
+        }
+        fn visit_scalar<N: num_traits::NumCast>(&mut self, _: ScalarOptions<N>, _: &N) -> std::result::Result<Option<N>, Self::Err> {
+            Ok(None)
+        }
+    }
+    let mut max = MaxId(0);
+    let _ = M::iter_tensors(&mut RecursiveWalker { m: model, f: &mut max });
+    loop {
+        let probe: Tensor<Rank0, f32, Dev> = dev.try_zeros().map_err(dev_err)?;
+        match tensor_id(&probe) {
+            Some(id) if id <= max.0 => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// One epoch of mini-batch training; returns mean loss and accuracy.
 fn train_epoch<M: Network>(
     t: &mut Trainer<M>,
@@ -553,6 +608,7 @@ fn train_epoch<M: Network>(
         .opt
         .as_mut()
         .ok_or_else(|| Error::InvalidArgument("call model.compile(optimizer) before fit()".into()))?;
+    advance_ids_past(&t.model, dev)?;
     let mut grads = t.model.try_alloc_grads().map_err(dev_err)?;
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
     for (b, idx) in batches.enumerate() {
@@ -845,6 +901,21 @@ mod tests {
             Error::Weights { .. }
         ));
         assert!(matches!(Model::load(Arch::Linear, dir.path().join("none")).unwrap_err(), Error::Io { .. }));
+    }
+
+    #[test]
+    fn tensor_ids_are_read_and_the_counter_advances_past_the_parameters() {
+        let dev = Dev::seed_from_u64(0);
+        let a: Tensor<Rank1<3>, f32, Dev> = dev.zeros();
+        let b: Tensor<Rank1<3>, f32, Dev> = dev.zeros();
+        let (ia, ib) = (tensor_id(&a).unwrap(), tensor_id(&b).unwrap());
+        assert!(ib > ia, "{ia} {ib}");
+        let m = Model::new(Arch::Linear, 0).unwrap();
+        let Net::Linear(t) = &m.net else { unreachable!() };
+        let w = tensor_id(&t.model.1.weight).unwrap();
+        advance_ids_past(&t.model, &dev).unwrap();
+        let probe: Tensor<Rank0, f32, Dev> = dev.zeros();
+        assert!(tensor_id(&probe).unwrap() > w);
     }
 
     #[test]

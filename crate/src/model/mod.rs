@@ -229,6 +229,42 @@ pub fn group_thousands(n: usize) -> String {
     out
 }
 
+/// Re-initialises a model as Keras does: weights Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))`,
+/// biases zero. Dense weights are stored `(out, in)`; convolution kernels `(K, K, in, out)`, whose fans
+/// are `K·K·in` and `K·K·out`. Draws from the device's seeded generator, so the seed still decides.
+pub fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Result<(), <Dev as HasErr>::Err> {
+    struct Glorot;
+    impl TensorVisitor<f32, Dev> for Glorot {
+        type Viewer = ViewTensorMut;
+        type Err = <Dev as HasErr>::Err;
+        type E2 = f32;
+        type D2 = Dev;
+        fn visit<S: Shape>(
+            &mut self,
+            _: TensorOptions<S, f32, Dev>,
+            t: &mut Tensor<S, f32, Dev>,
+        ) -> Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
+            let d: Vec<usize> = t.shape().concrete().into_iter().collect();
+            let (fan_in, fan_out) = match d.as_slice() {
+                [out, inp] => (*inp, *out),
+                [k1, k2, inp, out] => (k1 * k2 * inp, k1 * k2 * out),
+                _ => {
+                    t.try_fill_with_zeros()?;
+                    return Ok(None);
+                }
+            };
+            let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
+            t.try_fill_with_distr(rand_distr::Uniform::new(-bound, bound))?;
+            Ok(None)
+        }
+        fn visit_scalar<N: num_traits::NumCast>(&mut self, _: ScalarOptions<N>, _: &mut N) -> Result<Option<N>, Self::Err> {
+            Ok(None)
+        }
+    }
+    M::iter_tensors(&mut RecursiveWalker { m: model, f: &mut Glorot })?;
+    Ok(())
+}
+
 /// The names and shapes of a model's parameter tensors, as safetensors stores them.
 pub(crate) fn tensor_names<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<(String, Vec<usize>)> {
     struct Names(Vec<(String, Vec<usize>)>);
@@ -316,6 +352,22 @@ mod tests {
         ] {
             assert_eq!(arch_out.shape().concrete(), [2, 10]);
         }
+    }
+
+    #[test]
+    fn glorot_init_bounds_and_zero_biases() {
+        let dev = Dev::seed_from_u64(3);
+        let mut cnn = dev.build_module::<CnnArch, f32>();
+        glorot_init(&mut cnn).unwrap();
+        let conv2 = &cnn.2 .0;
+        let b = (6.0f32 / (9.0 * 32.0 + 9.0 * 64.0)).sqrt();
+        let w = conv2.weight.as_vec();
+        assert!(w.iter().all(|v| v.abs() <= b));
+        assert!(w.iter().any(|v| v.abs() > 0.9 * b), "uses the whole range");
+        assert!(conv2.bias.as_vec().iter().all(|&v| v == 0.0));
+        let dense = &cnn.4 .0;
+        let b = (6.0f32 / (1600.0 + 128.0)).sqrt();
+        assert!(dense.weight.as_vec().iter().all(|v| v.abs() <= b));
     }
 
     #[test]
