@@ -459,15 +459,15 @@ impl Model {
             path: path.to_path_buf(),
             reason: format!("not a safetensors file ({e:?})"),
         })?;
-        let expected = with_net!(&self.net, t => model::tensor_names(&t.model));
+        let expected = with_net!(&self.net, t => model::tensor_infos(&t.model));
         let mut found: Vec<String> = file.names().into_iter().cloned().collect();
         found.sort();
-        let mut want: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
+        let mut want: Vec<String> = expected.iter().map(|t| t.name.clone()).collect();
         want.sort();
         if found != want {
             return Err(mismatch(format!("the file has tensors {found:?}, this model has {want:?}")));
         }
-        for (name, shape) in &expected {
+        for model::TensorInfo { name, shape, .. } in &expected {
             let t = file.tensor(name).map_err(|e| mismatch(format!("{e:?}")))?;
             if t.shape() != shape.as_slice() {
                 return Err(mismatch(format!("`{name}` has shape {:?}, expected {shape:?}", t.shape())));
@@ -539,56 +539,16 @@ fn check_images(x: ArrayView3<f32>) -> Result<()> {
     Ok(())
 }
 
-/// The id dfdx gave a tensor (gradients and optimizer state are keyed by it). dfdx 0.13 keeps ids
-/// private; its derived `Debug` starts with `Tensor { id: UniqueId(N), …`, so read that and stop before
-/// the data is formatted.
-fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> Option<usize> {
-    struct Head(String);
-    impl fmt::Write for Head {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            self.0.push_str(s);
-            if self.0.len() > 48 {
-                Err(fmt::Error)
-            } else {
-                Ok(())
-            }
-        }
-    }
-    let mut head = Head(String::new());
-    let _ = fmt::write(&mut head, format_args!("{t:?}"));
-    let rest = head.0.split("UniqueId(").nth(1)?;
-    rest[..rest.find(')')?].parse().ok()
-}
-
 /// evcxr compiles every notebook cell into its own shared library, each with its own copy of dfdx and
 /// so its own tensor-id counter, starting at 0. A model built in one cell and trained in another would
 /// give its batch tensors ids that collide with its parameters' ids, mixing up their gradients. Before
 /// training, advance this copy's counter past every parameter id (a no-op outside notebooks).
 fn advance_ids_past<M: TensorCollection<f32, Dev>>(model: &M, dev: &Dev) -> Result<()> {
-    struct MaxId(usize);
-    impl TensorVisitor<f32, Dev> for MaxId {
-        type Viewer = ViewTensorRef;
-        type Err = std::convert::Infallible;
-        type E2 = f32;
-        type D2 = Dev;
-        fn visit<S: Shape>(
-            &mut self,
-            _: TensorOptions<S, f32, Dev>,
-            t: &Tensor<S, f32, Dev>,
-        ) -> std::result::Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
-            self.0 = self.0.max(tensor_id(t).unwrap_or(0));
-            Ok(None)
-        }
-        fn visit_scalar<N: num_traits::NumCast>(&mut self, _: ScalarOptions<N>, _: &N) -> std::result::Result<Option<N>, Self::Err> {
-            Ok(None)
-        }
-    }
-    let mut max = MaxId(0);
-    let _ = M::iter_tensors(&mut RecursiveWalker { m: model, f: &mut max });
+    let max = model::tensor_infos(model).iter().filter_map(|t| t.id).max().unwrap_or(0);
     loop {
         let probe: Tensor<Rank0, f32, Dev> = dev.try_zeros().map_err(dev_err)?;
-        match tensor_id(&probe) {
-            Some(id) if id <= max.0 => continue,
+        match model::tensor_id(&probe) {
+            Some(id) if id <= max => continue,
             _ => return Ok(()),
         }
     }
@@ -908,14 +868,14 @@ mod tests {
         let dev = Dev::seed_from_u64(0);
         let a: Tensor<Rank1<3>, f32, Dev> = dev.zeros();
         let b: Tensor<Rank1<3>, f32, Dev> = dev.zeros();
-        let (ia, ib) = (tensor_id(&a).unwrap(), tensor_id(&b).unwrap());
+        let (ia, ib) = (model::tensor_id(&a).unwrap(), model::tensor_id(&b).unwrap());
         assert!(ib > ia, "{ia} {ib}");
         let m = Model::new(Arch::Linear, 0).unwrap();
         let Net::Linear(t) = &m.net else { unreachable!() };
-        let w = tensor_id(&t.model.1.weight).unwrap();
+        let w = model::tensor_id(&t.model.1.weight).unwrap();
         advance_ids_past(&t.model, &dev).unwrap();
         let probe: Tensor<Rank0, f32, Dev> = dev.zeros();
-        assert!(tensor_id(&probe).unwrap() > w);
+        assert!(model::tensor_id(&probe).unwrap() > w);
     }
 
     #[test]

@@ -265,10 +265,18 @@ pub fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Result<(), <
     Ok(())
 }
 
-/// The names and shapes of a model's parameter tensors, as safetensors stores them.
-pub(crate) fn tensor_names<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<(String, Vec<usize>)> {
-    struct Names(Vec<(String, Vec<usize>)>);
-    impl TensorVisitor<f32, Dev> for Names {
+/// A parameter tensor as safetensors stores it, plus the id dfdx gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub id: Option<usize>,
+}
+
+/// The parameter tensors of a model, in order.
+pub(crate) fn tensor_infos<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<TensorInfo> {
+    struct Infos(Vec<TensorInfo>);
+    impl TensorVisitor<f32, Dev> for Infos {
         type Viewer = (ViewTensorRef, ViewTensorName);
         type Err = std::convert::Infallible;
         type E2 = f32;
@@ -278,7 +286,11 @@ pub(crate) fn tensor_names<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<(Str
             _: TensorOptions<S, f32, Dev>,
             (t, name): (&Tensor<S, f32, Dev>, String),
         ) -> Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
-            self.0.push((name, t.shape().concrete().into_iter().collect()));
+            self.0.push(TensorInfo {
+                name,
+                shape: t.shape().concrete().into_iter().collect(),
+                id: tensor_id(t),
+            });
             Ok(None)
         }
         fn visit_scalar<N: num_traits::NumCast>(
@@ -289,12 +301,33 @@ pub(crate) fn tensor_names<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<(Str
             Ok(None)
         }
     }
-    let mut names = Names(Vec::new());
+    let mut infos = Infos(Vec::new());
     let _ = M::iter_tensors(&mut RecursiveWalker {
         m: (model, String::new()),
-        f: &mut names,
+        f: &mut infos,
     });
-    names.0
+    infos.0
+}
+
+/// The id dfdx gave a tensor (gradients and optimizer state are keyed by it). dfdx 0.13 keeps ids
+/// private; its derived `Debug` starts with `Tensor { id: UniqueId(N), …`, so read that and stop before
+/// the data is formatted.
+pub(crate) fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> Option<usize> {
+    struct Head(String);
+    impl fmt::Write for Head {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.push_str(s);
+            if self.0.len() > 48 {
+                Err(fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut head = Head(String::new());
+    let _ = fmt::write(&mut head, format_args!("{t:?}"));
+    let rest = head.0.split("UniqueId(").nth(1)?;
+    rest[..rest.find(')')?].parse().ok()
 }
 
 #[cfg(test)]
@@ -383,7 +416,9 @@ mod tests {
     #[test]
     fn tensor_names_are_the_safetensors_keys() {
         let dev = Dev::default();
-        let names = tensor_names(&dev.build_module::<MlpArch, f32>());
+        let infos = tensor_infos(&dev.build_module::<MlpArch, f32>());
+        assert!(infos.windows(2).all(|w| w[0].id < w[1].id), "ids read and increasing");
+        let names: Vec<(String, Vec<usize>)> = infos.into_iter().map(|i| (i.name, i.shape)).collect();
         assert_eq!(
             names,
             vec![
