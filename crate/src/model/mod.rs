@@ -16,7 +16,7 @@ pub mod layers;
 use std::fmt;
 use std::str::FromStr;
 
-pub use dfdx::nn::builders::{Linear, ReLU};
+pub use dfdx::nn::builders::{DropoutOneIn, Linear, ReLU};
 use dfdx::prelude::*;
 pub use layers::builders::{AddChannel, Conv2d, Flatten, MaxPool2d};
 
@@ -47,14 +47,15 @@ pub type DeepMlpArch = (
     Linear<128, 10>,
 );
 
-/// Two convolution blocks (3×3 conv + ReLU + 2×2 max-pool, 32 then 64 filters) → Dense 128 → Dense 10.
+/// Two convolution blocks (3×3 conv + ReLU + 2×2 max-pool, 32 then 64 filters) → Dense 128 (with
+/// dropout 0.5 while training) → Dense 10.
 /// 28×28×1 → 26×26×32 → 13×13×32 → 11×11×64 → 5×5×64 = 1600 → 128 → 10. 225,034 parameters.
 pub type CnnArch = (
     AddChannel,
     (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>),
     (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>),
     Flatten<1600>,
-    (Linear<1600, 128>, ReLU),
+    (Linear<1600, 128>, ReLU, DropoutOneIn<2>),
     Linear<128, 10>,
 );
 
@@ -89,7 +90,7 @@ impl Arch {
                 "(Flatten<784>, (Linear<784, 512>, ReLU), (Linear<512, 256>, ReLU), (Linear<256, 128>, ReLU), Linear<128, 10>)"
             }
             Arch::Cnn => {
-                "(AddChannel, (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>), (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>), Flatten<1600>, (Linear<1600, 128>, ReLU), Linear<128, 10>)"
+                "(AddChannel, (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>), (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>), Flatten<1600>, (Linear<1600, 128>, ReLU, DropoutOneIn<2>), Linear<128, 10>)"
             }
         }
     }
@@ -123,6 +124,7 @@ impl Arch {
                 flatten(1600),
                 dense("dense", 1600, 128),
                 relu("re_lu_2", vec![128]),
+                LayerInfo::new("dropout", "Dropout", vec![128], 0),
                 dense("dense_1", 128, 10),
             ],
         }
