@@ -281,16 +281,10 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, probs: &[f32], t
     let mut mesh = chart.configure_mesh();
     mesh.disable_x_mesh().y_labels(6).y_label_style(font(11.0)).x_labels(NUM_CLASSES);
     let label = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) if names => CLASS_NAMES[*i as usize].to_string(),
-        SegmentValue::CenterOf(i) => i.to_string(),
+        SegmentValue::CenterOf(i) if !names => i.to_string(),
         _ => String::new(),
     };
-    mesh.x_label_formatter(&label);
-    if names {
-        mesh.x_label_style(font(12.0).transform(FontTransform::Rotate90));
-    } else {
-        mesh.x_label_style(font(11.0));
-    }
+    mesh.x_label_formatter(&label).x_label_style(font(11.0));
     mesh.draw().map_err(err)?;
     chart
         .draw_series(
@@ -312,6 +306,14 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, probs: &[f32], t
                 .data(probs.iter().enumerate().map(|(i, &p)| (i as i32, p))),
         )
         .map_err(err)?;
+    if names {
+        // Class names under the bars, turned 90° (plotters turns text by right angles only).
+        for (i, name) in CLASS_NAMES.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i as i32), 0.0));
+            area.draw(&Text::new(*name, (x + 7, y + 6), font(12.0).transform(FontTransform::Rotate90)))
+                .map_err(err)?;
+        }
+    }
     Ok(())
 }
 
@@ -434,7 +436,7 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
 }
 
 /// Lines of y against x, e.g. accuracy against the number of epochs: `series` = (name, points).
-pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<Figure> {
+pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f64)])]) -> Result<Figure> {
     let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
     if pts.is_empty() {
         return Err(Error::InvalidArgument("nothing to plot".into()));
@@ -461,7 +463,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, Vec<(f64,
         for (k, (name, p)) in series.iter().enumerate() {
             let color = Palette99::pick(k).to_rgba();
             chart
-                .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(p.to_vec(), color.stroke_width(2)))
                 .map_err(err)?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
@@ -692,7 +694,7 @@ mod tests {
             image_and_probabilities(&d, &p, 1).unwrap(),
             prediction_pairs(&d, &p, 5, 3).unwrap(),
             training_curves(&[("linear", &h), ("deep", &h)]).unwrap(),
-            lines("accuracy", "epochs", "accuracy", &[("test", vec![(1.0, 0.8), (5.0, 0.88)])]).unwrap(),
+            lines("accuracy", "epochs", "accuracy", &[("test", &[(1.0, 0.8), (5.0, 0.88)])]).unwrap(),
             confident_mistakes(&d, &p, 8, 4).unwrap(),
             pixel_histograms(&d.images, &d.normalized()).unwrap(),
         ];

@@ -1,0 +1,28 @@
+//! Renders every figure from a short real training run into a folder, to look at them.
+//!
+//! `cargo run --release -p fashion --example figures -- runs/figures`
+use fashion::prelude::*;
+
+fn main() -> fashion::Result<()> {
+    let out = std::env::args().nth(1).unwrap_or_else(|| "runs/figures".into());
+    let data = load_data()?.subset(6000, 10000);
+    let (x, tx) = (data.train.normalized(), data.test.normalized());
+    let mut m = Model::new(Arch::Mlp, 42)?;
+    m.compile(Optimizer::default());
+    let h = m.fit(&x, &data.train.labels, 2, 32, Some((&tx, &data.test.labels)))?;
+    let p = m.predict(&tx)?;
+    let cm = ConfusionMatrix::from_probabilities(&data.test.labels, &p)?;
+    let first = data.train.images.index_axis(Axis(0), 0);
+    plot::image_with_colorbar(&first)?.save(format!("{out}/image.png"))?;
+    plot::image_grid(&data.train, 5, 5)?.save(format!("{out}/grid.png"))?;
+    plot::prediction_grid(&data.test, &p, 10, 10, 42)?.save(format!("{out}/predictions.png"))?;
+    plot::image_and_probabilities(&data.test, &p, 0)?.save(format!("{out}/pair.png"))?;
+    plot::prediction_pairs(&data.test, &p, 5, 3)?.save(format!("{out}/pairs.png"))?;
+    plot::value_array(&p.row(1).to_owned(), Some(data.test.labels[1] as usize))?.save(format!("{out}/value_array.png"))?;
+    plot::training_curves(&[("mlp", &h)])?.save(format!("{out}/curves.png"))?;
+    plot::confusion_matrix(&cm)?.save(format!("{out}/confusion.png"))?;
+    plot::pixel_histograms(&data.train.images, &x)?.save(format!("{out}/histograms.png"))?;
+    plot::confident_mistakes(&data.test, &p, 20, 5)?.save(format!("{out}/mistakes.png"))?;
+    println!("figures written to {out}/");
+    Ok(())
+}
