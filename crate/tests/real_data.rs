@@ -84,5 +84,5 @@ fn floor_mlp_10_epochs() {
 #[test]
 #[ignore = "slow: full training run (release build recommended)"]
 fn floor_cnn_10_epochs() {
-    floor(Arch::Cnn, 10, 32, 0.915);
+    floor(Arch::Cnn, 10, 64, 0.915);
 }
