@@ -193,5 +193,7 @@ mod tests {
         assert_eq!((info.width, info.height), (3, 2));
         assert_eq!(&buf[..18], &f.rgb[..]);
         assert!(f.to_html_img().starts_with("<img src=\"data:image/png;base64,"));
+        let two = Html::figures(&[&f, &f]).0;
+        assert_eq!(two.matches("<img src=\"data:image/png;base64,").count(), 2);
     }
 }

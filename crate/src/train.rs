@@ -138,15 +138,6 @@ impl History {
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         std::fs::write(path.as_ref(), self.to_csv()).map_err(|e| Error::io(path.as_ref(), e))
     }
-
-    /// Appends the epochs of a later `fit` call (continued training), renumbering them.
-    pub fn extend(&mut self, later: &History) {
-        let offset = self.epochs.last().map_or(0, |e| e.epoch);
-        self.epochs.extend(later.epochs.iter().map(|e| EpochLog {
-            epoch: e.epoch + offset,
-            ..*e
-        }));
-    }
 }
 
 /// A model: an architecture, its weights, and — after `compile` — its optimizer state.

@@ -19,7 +19,7 @@ pub mod idx;
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array1, Array3, ArrayView3, Axis};
+use ndarray::{Array1, Array3, Axis};
 
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 
@@ -185,11 +185,6 @@ pub fn class_names_table() -> Result<polars::prelude::DataFrame> {
 
 /// Pixel values `0..=255` to `f32` in `[0, 1]`: the guide's "divide by 255".
 pub fn normalize(images: &Array3<u8>) -> Array3<f32> {
-    images.mapv(|p| p as f32 / 255.0)
-}
-
-/// Normalizes a view (e.g. one image made into a batch of one).
-pub fn normalize_view(images: ArrayView3<u8>) -> Array3<f32> {
     images.mapv(|p| p as f32 / 255.0)
 }
 
