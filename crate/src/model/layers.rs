@@ -13,9 +13,10 @@ use dfdx::optim::Sgd;
 
 /// Builders: the types you write in an architecture (no dtype, no device).
 pub mod builders {
-    /// 3×3 (or K×K) convolution, stride 1, no padding (Keras' `padding="valid"`).
+    /// K×K convolution, stride 1, `P` pixels of zero padding on each side: `P = 0` is Keras'
+    /// `padding="valid"`, `P = (K - 1) / 2` its `padding="same"`.
     #[derive(Debug, Clone, Copy, Default)]
-    pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize>;
+    pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize, const P: usize = 0>;
     pub use super::{AddChannel, Flatten, MaxPool2d};
 }
 
@@ -56,39 +57,40 @@ impl<B: Dim, H: Dim, W: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tenso
     }
 }
 
-/// A 2-d convolution with `IN` input channels, `OUT` filters of size `K×K`, stride 1, no padding,
-/// plus a bias per filter.
+/// A 2-d convolution with `IN` input channels, `OUT` filters of size `K×K`, stride 1, `P` pixels of
+/// zero padding on each side, plus a bias per filter.
 ///
 /// The kernel is stored as `(K, K, IN, OUT)` — Keras' layout — so that it *is* the `(K·K·IN, OUT)`
 /// matrix of the "im2col" formulation: each output pixel gathers its `K·K·IN` input values into one row
 /// and the whole layer is a single matrix multiply.
 #[derive(Debug, Clone)]
-pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize, E: Dtype, D: Storage<E>> {
+pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize, const P: usize, E: Dtype, D: Storage<E>> {
     /// Shape `(K, K, IN, OUT)`.
     pub weight: Tensor<(Const<K>, Const<K>, Const<IN>, Const<OUT>), E, D>,
     /// Shape `(OUT,)`.
     pub bias: Tensor<Rank1<OUT>, E, D>,
 }
 
-impl<const IN: usize, const OUT: usize, const K: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E>
-    for builders::Conv2d<IN, OUT, K>
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E>
+    for builders::Conv2d<IN, OUT, K, P>
 where
-    Conv2d<IN, OUT, K, E, D>: BuildModule<D, E>,
+    Conv2d<IN, OUT, K, P, E, D>: BuildModule<D, E>,
 {
-    type Built = Conv2d<IN, OUT, K, E, D>;
+    type Built = Conv2d<IN, OUT, K, P, E, D>;
 }
 
-impl<const IN: usize, const OUT: usize, const K: usize, E: Dtype, D: Storage<E>> NonMutableModule
-    for Conv2d<IN, OUT, K, E, D>
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, E: Dtype, D: Storage<E>> NonMutableModule
+    for Conv2d<IN, OUT, K, P, E, D>
 {
 }
 
-impl<const IN: usize, const OUT: usize, const K: usize, E, D> TensorCollection<E, D> for Conv2d<IN, OUT, K, E, D>
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, E, D> TensorCollection<E, D>
+    for Conv2d<IN, OUT, K, P, E, D>
 where
     E: Dtype + Float + SampleUniform,
     D: Device<E>,
 {
-    type To<E2: Dtype, D2: Device<E2>> = Conv2d<IN, OUT, K, E2, D2>;
+    type To<E2: Dtype, D2: Device<E2>> = Conv2d<IN, OUT, K, P, E2, D2>;
 
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         // PyTorch's default (also dfdx's Conv2D): uniform in ±1/sqrt(fan_in).
@@ -118,16 +120,21 @@ where
     }
 }
 
-/// Row indices that turn `(B·H·W, C)` rows into `(B·H'·W'·K·K, C)` patch rows (im2col).
-pub(crate) fn im2col_indices(b: usize, h: usize, w: usize, k: usize) -> Vec<usize> {
-    let (ho, wo) = (h + 1 - k, w + 1 - k);
+/// Row indices that turn the `(B·H·W, C)` rows of an image batch into `(B·H'·W'·K·K, C)` patch rows
+/// (im2col), for `p` pixels of zero padding: a position in the padding points at row `B·H·W`, which
+/// the caller appends as a row of zeros.
+pub(crate) fn im2col_indices(b: usize, h: usize, w: usize, k: usize, p: usize) -> Vec<usize> {
+    let (ho, wo) = ((h + 2 * p + 1).saturating_sub(k), (w + 2 * p + 1).saturating_sub(k));
+    let zero = b * h * w;
     let mut idx = Vec::with_capacity(b * ho * wo * k * k);
     for n in 0..b {
         for i in 0..ho {
             for j in 0..wo {
                 for di in 0..k {
-                    let row = (n * h + i + di) * w + j;
-                    idx.extend(row..row + k);
+                    for dj in 0..k {
+                        let (r, c) = ((i + di).wrapping_sub(p), (j + dj).wrapping_sub(p));
+                        idx.push(if r < h && c < w { (n * h + r) * w + c } else { zero });
+                    }
                 }
             }
         }
@@ -135,8 +142,8 @@ pub(crate) fn im2col_indices(b: usize, h: usize, w: usize, k: usize) -> Vec<usiz
     idx
 }
 
-impl<const IN: usize, const OUT: usize, const K: usize, B: Dim, H: Dim, W: Dim, E, D, T>
-    Module<Tensor<(B, H, W, Const<IN>), E, D, T>> for Conv2d<IN, OUT, K, E, D>
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, B: Dim, H: Dim, W: Dim, E, D, T>
+    Module<Tensor<(B, H, W, Const<IN>), E, D, T>> for Conv2d<IN, OUT, K, P, E, D>
 where
     E: Dtype,
     D: Device<E>,
@@ -146,16 +153,24 @@ where
     type Error = D::Err;
 
     /// # Shapes
-    /// `(B, H, W, IN)` → `(B, H-K+1, W-K+1, OUT)`. Inputs smaller than `K×K` give an empty output.
+    /// `(B, H, W, IN)` → `(B, H+2P-K+1, W+2P-K+1, OUT)`. Inputs smaller than the kernel give an empty
+    /// output.
     fn try_forward(&self, x: Tensor<(B, H, W, Const<IN>), E, D, T>) -> Result<Self::Output, D::Err> {
         let (b, h, w, _) = *x.shape();
         let (nb, nh, nw) = (b.size(), h.size(), w.size());
-        let (ho, wo) = ((nh + 1).saturating_sub(K), (nw + 1).saturating_sub(K));
+        let (ho, wo) = ((nh + 2 * P + 1).saturating_sub(K), (nw + 2 * P + 1).saturating_sub(K));
         let pixels = nb * ho * wo;
-        let idx = if pixels == 0 { Vec::new() } else { im2col_indices(nb, nh, nw, K) };
+        let idx = if pixels == 0 { Vec::new() } else { im2col_indices(nb, nh, nw, K, P) };
         let idx = x.device().try_tensor_from_vec(idx, (pixels * K * K,))?;
-        // (B, H, W, IN) → rows (B·H·W, IN) → patch rows (B·H'·W'·K·K, IN) → patches (B·H'·W', K·K·IN)
+        // (B, H, W, IN) → rows (B·H·W [+ a zero row], IN) → patch rows (B·H'·W'·K·K, IN)
+        // → patches (B·H'·W', K·K·IN)
         let rows = x.try_reshape_like(&(nb * nh * nw, Const::<IN>))?;
+        let rows = if P > 0 {
+            let zero: Tensor<(usize, Const<IN>), E, D> = rows.device().try_zeros_like(&(1, Const))?;
+            (rows, zero).try_concat_along(Axis::<0>)?
+        } else {
+            rows
+        };
         let patches: Tensor<(usize, Const<IN>), E, D, T> = rows.try_gather(idx)?;
         let patches = patches.try_reshape_like(&(pixels, K * K * IN))?;
         let kernel = self.weight.retaped::<T>().try_reshape_like(&(K * K * IN, Const::<OUT>))?;
@@ -202,8 +217,14 @@ mod tests {
 
     /// Naive reference: direct 4-loop convolution in f64.
     fn naive_conv(x: &[f32], b: usize, h: usize, w: usize, cin: usize, kern: &[f32], bias: &[f32], k: usize) -> Vec<f64> {
+        naive_conv_p(x, b, h, w, cin, kern, bias, k, 0)
+    }
+
+    /// Naive reference with `p` pixels of zero padding.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv_p(x: &[f32], b: usize, h: usize, w: usize, cin: usize, kern: &[f32], bias: &[f32], k: usize, p: usize) -> Vec<f64> {
         let cout = bias.len();
-        let (ho, wo) = (h - k + 1, w - k + 1);
+        let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let mut out = vec![0f64; b * ho * wo * cout];
         for n in 0..b {
             for i in 0..ho {
@@ -212,8 +233,12 @@ mod tests {
                         let mut acc = bias[o] as f64;
                         for di in 0..k {
                             for dj in 0..k {
+                                let (r, col) = ((i + di).wrapping_sub(p), (j + dj).wrapping_sub(p));
+                                if r >= h || col >= w {
+                                    continue;
+                                }
                                 for c in 0..cin {
-                                    let xv = x[((n * h + i + di) * w + j + dj) * cin + c] as f64;
+                                    let xv = x[((n * h + r) * w + col) * cin + c] as f64;
                                     let kv = kern[((di * k + dj) * cin + c) * cout + o] as f64;
                                     acc += xv * kv;
                                 }
@@ -259,6 +284,30 @@ mod tests {
         assert_eq!(y.shape().concrete(), [2, 5, 4, 4]);
         let want = naive_conv(&x.as_vec(), 2, 7, 6, 3, &conv.weight.as_vec(), &conv.bias.as_vec(), 3);
         close(&y.as_vec(), &want, 1e-5);
+    }
+
+    #[test]
+    fn padded_conv_forward_and_gradients_match_naive_reference() {
+        let dev = Dev::seed_from_u64(5);
+        let conv = dev.build_module::<builders::Conv2d<2, 3, 3, 1>, f32>();
+        let x: Tensor<(usize, usize, usize, Const<2>), f32, Dev> = dev.sample_normal_like(&(2, 5, 4, Const));
+        let y = conv.forward(x.clone());
+        assert_eq!(y.shape().concrete(), [2, 5, 4, 3], "same padding keeps the size");
+        let (xv, wv, bv) = (x.as_vec(), conv.weight.as_vec(), conv.bias.as_vec());
+        close(&y.as_vec(), &naive_conv_p(&xv, 2, 5, 4, 2, &wv, &bv, 3, 1), 1e-5);
+        // Input gradient of sum(conv(x)) against central differences.
+        let g = conv.forward(x.clone().traced(Gradients::leaky())).sum::<Rank0, _>().backward();
+        let gx = g.get(&x).as_vec();
+        let f = |v: &[f32]| -> f64 { naive_conv_p(v, 2, 5, 4, 2, &wv, &bv, 3, 1).iter().sum() };
+        let num: Vec<f64> = (0..xv.len())
+            .map(|i| {
+                let (mut a, mut b) = (xv.clone(), xv.clone());
+                a[i] += 1e-2;
+                b[i] -= 1e-2;
+                (f(&a) - f(&b)) / 2e-2
+            })
+            .collect();
+        close(&gx, &num, 1e-3);
     }
 
     #[test]

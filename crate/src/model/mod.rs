@@ -47,15 +47,15 @@ pub type DeepMlpArch = (
     Linear<128, 10>,
 );
 
-/// Two convolution blocks (3×3 conv + ReLU + 2×2 max-pool, 32 then 64 filters) → Dense 128 (with
-/// dropout 0.5 while training) → Dense 10.
-/// 28×28×1 → 26×26×32 → 13×13×32 → 11×11×64 → 5×5×64 = 1600 → 128 → 10. 225,034 parameters.
+/// Two convolution blocks (3×3 conv with "same" padding + ReLU + 2×2 max-pool, 32 then 64 filters)
+/// → Dense 128 (with dropout 0.5 while training) → Dense 10.
+/// 28×28×1 → 28×28×32 → 14×14×32 → 14×14×64 → 7×7×64 = 3136 → 128 → 10. 421,642 parameters.
 pub type CnnArch = (
     AddChannel,
-    (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>),
-    (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>),
-    Flatten<1600>,
-    (Linear<1600, 128>, ReLU, DropoutOneIn<2>),
+    (Conv2d<1, 32, 3, 1>, ReLU, MaxPool2d<2>),
+    (Conv2d<32, 64, 3, 1>, ReLU, MaxPool2d<2>),
+    Flatten<3136>,
+    (Linear<3136, 128>, ReLU, DropoutOneIn<2>),
     Linear<128, 10>,
 );
 
@@ -90,7 +90,7 @@ impl Arch {
                 "(Flatten<784>, (Linear<784, 512>, ReLU), (Linear<512, 256>, ReLU), (Linear<256, 128>, ReLU), Linear<128, 10>)"
             }
             Arch::Cnn => {
-                "(AddChannel, (Conv2d<1, 32, 3>, ReLU, MaxPool2d<2>), (Conv2d<32, 64, 3>, ReLU, MaxPool2d<2>), Flatten<1600>, (Linear<1600, 128>, ReLU, DropoutOneIn<2>), Linear<128, 10>)"
+                "(AddChannel, (Conv2d<1, 32, 3, 1>, ReLU, MaxPool2d<2>), (Conv2d<32, 64, 3, 1>, ReLU, MaxPool2d<2>), Flatten<3136>, (Linear<3136, 128>, ReLU, DropoutOneIn<2>), Linear<128, 10>)"
             }
         }
     }
@@ -115,14 +115,14 @@ impl Arch {
             ],
             Arch::Cnn => vec![
                 LayerInfo::new("add_channel", "AddChannel", vec![28, 28, 1], 0),
-                LayerInfo::new("conv2d", "Conv2D", vec![26, 26, 32], 3 * 3 * 32 + 32),
-                relu("re_lu", vec![26, 26, 32]),
-                LayerInfo::new("max_pooling2d", "MaxPooling2D", vec![13, 13, 32], 0),
-                LayerInfo::new("conv2d_1", "Conv2D", vec![11, 11, 64], 3 * 3 * 32 * 64 + 64),
-                relu("re_lu_1", vec![11, 11, 64]),
-                LayerInfo::new("max_pooling2d_1", "MaxPooling2D", vec![5, 5, 64], 0),
-                flatten(1600),
-                dense("dense", 1600, 128),
+                LayerInfo::new("conv2d", "Conv2D", vec![28, 28, 32], 3 * 3 * 32 + 32),
+                relu("re_lu", vec![28, 28, 32]),
+                LayerInfo::new("max_pooling2d", "MaxPooling2D", vec![14, 14, 32], 0),
+                LayerInfo::new("conv2d_1", "Conv2D", vec![14, 14, 64], 3 * 3 * 32 * 64 + 64),
+                relu("re_lu_1", vec![14, 14, 64]),
+                LayerInfo::new("max_pooling2d_1", "MaxPooling2D", vec![7, 7, 64], 0),
+                flatten(3136),
+                dense("dense", 3136, 128),
                 relu("re_lu_2", vec![128]),
                 LayerInfo::new("dropout", "Dropout", vec![128], 0),
                 dense("dense_1", 128, 10),
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(count::<LinearArch>(), 7_850);
         assert_eq!(count::<MlpArch>(), 101_770);
         assert_eq!(count::<DeepMlpArch>(), 567_434);
-        assert_eq!(count::<CnnArch>(), 225_034);
+        assert_eq!(count::<CnnArch>(), 421_642);
         for (arch, n) in [
             (Arch::Linear, count::<LinearArch>()),
             (Arch::Mlp, count::<MlpArch>()),
@@ -368,18 +368,18 @@ mod tests {
         let a = cnn.0.forward(x.clone());
         assert_eq!(a.shape().concrete(), [2, 28, 28, 1]);
         let b = cnn.1.forward(a);
-        assert_eq!(b.shape().concrete(), [2, 13, 13, 32]);
+        assert_eq!(b.shape().concrete(), [2, 14, 14, 32]);
         let c = cnn.2.forward(b);
-        assert_eq!(c.shape().concrete(), [2, 5, 5, 64]);
+        assert_eq!(c.shape().concrete(), [2, 7, 7, 64]);
         let d = cnn.3.forward(c);
-        assert_eq!(d.shape().concrete(), [2, 1600]);
+        assert_eq!(d.shape().concrete(), [2, 3136]);
         let e: Logits = cnn.5.forward(cnn.4.forward(d));
         assert_eq!(e.shape().concrete(), [2, 10]);
         // The table's shapes agree with what the blocks produce.
         let table: Vec<Vec<usize>> = Arch::Cnn.layers().into_iter().map(|l| l.output).collect();
         assert_eq!(table[0], vec![28, 28, 1]);
-        assert_eq!(table[3], vec![13, 13, 32]);
-        assert_eq!(table[6], vec![5, 5, 64]);
+        assert_eq!(table[3], vec![14, 14, 32]);
+        assert_eq!(table[6], vec![7, 7, 64]);
         for arch_out in [
             dev.build_module::<LinearArch, f32>().forward(x.clone()),
             dev.build_module::<MlpArch, f32>().forward(x.clone()),
@@ -401,7 +401,7 @@ mod tests {
         assert!(w.iter().any(|v| v.abs() > 0.9 * b), "uses the whole range");
         assert!(conv2.bias.as_vec().iter().all(|&v| v == 0.0));
         let dense = &cnn.4 .0;
-        let b = (6.0f32 / (1600.0 + 128.0)).sqrt();
+        let b = (6.0f32 / (3136.0 + 128.0)).sqrt();
         assert!(dense.weight.as_vec().iter().all(|v| v.abs() <= b));
     }
 
