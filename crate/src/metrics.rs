@@ -47,27 +47,17 @@ impl ConfusionMatrix {
     /// Fraction on the diagonal.
     pub fn accuracy(&self) -> f64 {
         let right: usize = (0..NUM_CLASSES).map(|i| self.counts[[i, i]]).sum();
-        right as f64 / self.total().max(1) as f64
+        fraction(right, self.total())
     }
 
     /// Of the images predicted as class `c`, the fraction that are `c`.
     pub fn precision(&self, c: usize) -> f64 {
-        let col: usize = self.counts.column(c).sum();
-        if col == 0 {
-            0.0
-        } else {
-            self.counts[[c, c]] as f64 / col as f64
-        }
+        fraction(self.counts[[c, c]], self.counts.column(c).sum())
     }
 
     /// Of the images of class `c`, the fraction predicted as `c` (the per-class accuracy).
     pub fn recall(&self, c: usize) -> f64 {
-        let row: usize = self.counts.row(c).sum();
-        if row == 0 {
-            0.0
-        } else {
-            self.counts[[c, c]] as f64 / row as f64
-        }
+        fraction(self.counts[[c, c]], self.counts.row(c).sum())
     }
 
     /// One row per class: `class, name, support, precision, recall, f1`. Recall is the per-class accuracy.
@@ -89,6 +79,15 @@ impl ConfusionMatrix {
             "f1" => f1,
         )
         .map_err(polars_err)
+    }
+}
+
+/// `part / whole`, 0 when there is nothing to divide.
+fn fraction(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
     }
 }
 

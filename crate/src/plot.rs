@@ -407,12 +407,7 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
             for (k, (name, h)) in runs.iter().enumerate() {
                 let color = Palette99::pick(k).to_rgba();
                 let train: Vec<(f64, f64)> = h.epochs.iter().map(|e| (e.epoch as f64, get(e).0)).collect();
-                chart
-                    .draw_series(LineSeries::new(train.clone(), color.stroke_width(2)))
-                    .map_err(err)?
-                    .label(format!("{name} train"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-                chart.draw_series(train.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+                draw_line(&mut chart, format!("{name} train"), &train, color, 3)?;
                 let val: Vec<(f64, f64)> = h.epochs.iter().filter_map(|e| get(e).1.map(|v| (e.epoch as f64, v))).collect();
                 if !val.is_empty() {
                     chart
@@ -422,14 +417,8 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], color.stroke_width(1)));
                 }
             }
-            chart
-                .configure_series_labels()
-                .position(if what == "loss" { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::LowerRight })
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(font(12.0))
-                .draw()
-                .map_err(err)?;
+            let corner = if what == "loss" { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::LowerRight };
+            draw_legend(&mut chart, corner, 12.0)?;
         }
         Ok(())
     })
@@ -461,24 +450,37 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
             .draw()
             .map_err(err)?;
         for (k, (name, p)) in series.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
-            chart
-                .draw_series(LineSeries::new(p.to_vec(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart.draw_series(p.iter().map(|&q| Circle::new(q, 4, color.filled()))).map_err(err)?;
+            draw_line(&mut chart, name.to_string(), p, Palette99::pick(k).to_rgba(), 4)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(font(13.0))
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 13.0)
     })
+}
+
+/// An x-y chart with `f64` axes.
+type XyChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// A solid line with a dot at each point and a legend entry.
+fn draw_line(chart: &mut XyChart<'_, '_>, name: String, points: &[(f64, f64)], color: RGBAColor, dot: i32) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points.to_vec(), color.stroke_width(2)))
+        .map_err(err)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, dot, color.filled()))).map_err(err)?;
+    Ok(())
+}
+
+/// The legend box in one corner of the chart.
+fn draw_legend<'a, 'b: 'a>(chart: &mut XyChart<'a, 'b>, corner: SeriesLabelPosition, size: f64) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(font(size))
+        .draw()
+        .map_err(err)
 }
 
 /// Matplotlib's "Blues": white for 0, dark blue for the largest count.
