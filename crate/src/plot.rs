@@ -399,7 +399,7 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
             chart
                 .configure_mesh()
                 .x_desc("epoch")
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() })
                 .y_label_formatter(&|y| format!("{y:.3}"))
                 .label_style(font(12.0))
                 .draw()
