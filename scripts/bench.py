@@ -1,0 +1,130 @@
+"""Side-by-side benchmark table: ours (examples/bench.rs) and, with --keras, Keras (scripts/bench_keras.py).
+
+Run through `scripts/bench`, which builds the Rust side and creates the Keras venv. Each model is
+trained in its own process (so peak memory is per model), ours then Keras, model after model.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ROOT / "target" / "release" / "examples" / "bench"
+KERAS_PY = ROOT / "target" / "keras-venv" / "bin" / "python"
+BATCH = {"linear": 32, "mlp": 32, "cnn": 64}
+# Targets from issue 6: ours / Keras, in the same run.
+TARGETS = {"epoch": {"linear": 0.25, "mlp": 0.25, "cnn": 1.0}, "predict": 0.2, "rss": 0.5}
+MLP_GFLOP = 6 * (784 * 128 + 128 * 10) * 60000 / 1e9
+
+
+def run_json(cmd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(map(str, cmd))}")
+    return json.loads(lines[-1])
+
+
+def cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flops_per_cycle():
+    """FP32 FLOP per cycle and core, from the CPU flags, assuming two FMA units (AVX-512 counted as AVX2
+    width: AMD before Zen 5 and many Intel parts execute it as two 256-bit halves)."""
+    flags = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = line
+            break
+    if " fma" in flags and " avx2" in flags:
+        return 2 * 8 * 2
+    if " avx" in flags:
+        return 8 * 2
+    return 4 * 2
+
+
+def cpu_ghz():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            return float(line.split(":", 1)[1]) / 1000
+    return float("nan")
+
+
+def fmt_s(values):
+    return f"{min(values):.3f} / {statistics.median(values):.3f}"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--keras", action="store_true")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--models", default="linear,mlp,cnn")
+    p.add_argument("--json-out", type=Path, help="also write all measurements to this file")
+    args = p.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    cores = os.cpu_count()
+
+    peak = run_json([OURS, "--peak", "--json"])["gemm_gflops"]
+    rows, raw = [], {"date": str(datetime.date.today()), "cpu": cpu_model(), "cores": cores, "runs": []}
+    for model in models:
+        common = ["--model", model, "--epochs", str(args.epochs), "--batch-size", str(BATCH[model])]
+        print(f"… {model}: ours", file=sys.stderr, flush=True)
+        ours = run_json([OURS, *common, "--json"])
+        keras = None
+        if args.keras:
+            print(f"… {model}: Keras", file=sys.stderr, flush=True)
+            keras = run_json([KERAS_PY, ROOT / "scripts" / "bench_keras.py", *common, "--data", ours["data"]])
+        raw["runs"].append({"ours": ours, "keras": keras})
+        rows.append((model, ours, keras))
+
+    print(f"Fashion-MNIST benchmark, {raw['date']}: {raw['cpu']}, {cores} cores; "
+          f"{args.epochs} epochs, Adam 1e-3, data {rows[0][1]['data']}")
+    if args.keras and rows[0][2]:
+        print(f"ours: {rows[0][1]['framework']}; Keras: {rows[0][2]['framework']}")
+    header = f"{'model':7} {'figure':26} {'ours':>15} {'Keras':>15} {'ours/Keras':>10} {'target':>8}"
+    print(header)
+    print("-" * len(header))
+    for model, ours, keras in rows:
+        k = keras or {}
+        table = [
+            ("epoch s (min / median)", fmt_s, "epoch_seconds", statistics.median, TARGETS["epoch"][model]),
+            ("predict 10k s (min / med)", fmt_s, "predict_seconds", statistics.median, TARGETS["predict"]),
+            ("peak RSS MB", "{:.0f}".format, "peak_rss_mb", float, TARGETS["rss"]),
+            ("test accuracy", "{:.4f}".format, "test_accuracy", None, None),
+        ]
+        for name, show, key, summary, target in table:
+            ratio = summary(ours[key]) / summary(k[key]) if k and summary else None
+            print(f"{model:7} {name:26} {show(ours[key]):>15} {show(k[key]) if k else '':>15} "
+                  f"{f'{ratio:.3f}' if ratio else '':>10} {verdict(ratio, target):>8}")
+    ghz, fpc = cpu_ghz(), cpu_flops_per_cycle()
+    theoretical = cores * ghz * fpc
+    for model, ours, _ in rows:
+        if model == "mlp":
+            achieved = MLP_GFLOP / statistics.median(ours["epoch_seconds"])
+            print(f"MLP training: {MLP_GFLOP:.1f} GFLOP per epoch → {achieved:.1f} GFLOP/s; "
+                  f"large matrix product here: {peak:.1f} GFLOP/s; "
+                  f"theoretical peak {theoretical:.0f} GFLOP/s ({cores} cores × {ghz:.2f} GHz × {fpc} FLOP/cycle)")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(raw, indent=1))
+
+
+def verdict(ratio, target):
+    if ratio is None:
+        return ""
+    return f"≤{target} " + ("ok" if ratio <= target else "MISS")
+
+
+if __name__ == "__main__":
+    main()

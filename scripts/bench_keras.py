@@ -1,0 +1,132 @@
+"""The Keras side of `scripts/bench`: trains one of the tutorial's models with Keras (tensorflow-cpu)
+on the same files, with the same architecture, optimizer, batch size and epochs as
+`cargo run --release -p fashion --example bench`, and prints one JSON line with the same fields.
+
+Run by `scripts/bench --keras` in the venv it creates under target/; by hand:
+    target/keras-venv/bin/python scripts/bench_keras.py --model mlp --epochs 3 --data /usr/share/datasets/fashion-mnist
+"""
+
+import argparse
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow import keras  # noqa: E402
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally .gz) as a numpy array, as keras.datasets.fashion_mnist reads it."""
+    for candidate in (path.with_name(path.name + ".gz"), path):
+        if candidate.exists():
+            opener = gzip.open if candidate.suffix == ".gz" else open
+            with opener(candidate, "rb") as f:
+                raw = f.read()
+            dims = raw[3]
+            shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+            return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    raise FileNotFoundError(path)
+
+
+def build(name: str) -> keras.Sequential:
+    """The same layers as fashion::model::{LinearArch, MlpArch, CnnArch}."""
+    if name == "linear":
+        layers = [keras.layers.Flatten(), keras.layers.Dense(10)]
+    elif name == "mlp":
+        layers = [keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)]
+    elif name == "cnn":
+        layers = [
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10),
+        ]
+    else:
+        raise SystemExit(f"unknown model {name!r}: use linear, mlp or cnn")
+    return keras.Sequential([keras.Input((28, 28))] + layers)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--predict-repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args()
+    keras.utils.set_random_seed(args.seed)
+
+    # As the guide does, but in float32 (the guide's `/ 255.0` gives float64, twice the memory).
+    x_train = read_idx(args.data / "train-images-idx3-ubyte").astype(np.float32) / np.float32(255)
+    y_train = read_idx(args.data / "train-labels-idx1-ubyte")
+    x_test = read_idx(args.data / "t10k-images-idx3-ubyte").astype(np.float32) / np.float32(255)
+    y_test = read_idx(args.data / "t10k-labels-idx1-ubyte")
+
+    model = build(args.model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    timer = EpochTimer()
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[timer])
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
+
+    # The guide's probability model; the same inference batch as ours (1000), one warm-up call first.
+    probability_model = keras.Sequential([model, keras.layers.Softmax()])
+    probability_model.predict(x_test, batch_size=1000, verbose=0)
+    predict = []
+    for _ in range(args.predict_repeats):
+        start = time.perf_counter()
+        probs = probability_model.predict(x_test, batch_size=1000, verbose=0)
+        predict.append(time.perf_counter() - start)
+    assert probs.shape == (10000, 10)
+
+    print(
+        json.dumps(
+            {
+                "framework": f"Keras {keras.__version__} (TensorFlow {tf.__version__})",
+                "model": args.model,
+                "batch_size": args.batch_size,
+                "epoch_seconds": timer.seconds,
+                "predict_seconds": predict,
+                "peak_rss_mb": peak_rss_mb(),
+                "test_accuracy": float(accuracy),
+                "params": int(model.count_params()),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
