@@ -213,12 +213,20 @@ impl Model {
             model::glorot_init(&mut model).map_err(dev_err)?;
             Ok(Trainer { model, opt: None })
         }
-        let net = match arch {
+        let mut net = match arch {
             Arch::Linear => Net::Linear(build::<LinearArch>(&dev)?),
             Arch::Mlp => Net::Mlp(build::<MlpArch>(&dev)?),
             Arch::DeepMlp => Net::Deep(build::<DeepMlpArch>(&dev)?),
             Arch::Cnn => Net::Cnn(build::<CnnArch>(&dev)?),
         };
+        // The first layer's input is the images: nothing needs its gradient.
+        #[cfg(not(feature = "cuda"))]
+        match &mut net {
+            Net::Linear(t) => t.model.1.input_is_data = true,
+            Net::Mlp(t) => t.model.1.input_is_data = true,
+            Net::Deep(t) => t.model.1 .0.input_is_data = true,
+            Net::Cnn(t) => t.model.1.input_is_data = true,
+        }
         Ok(Model {
             arch,
             seed,

@@ -2,6 +2,11 @@
 //! operations that work on stable Rust — gather, reshape, matmul, slice, max — so autodiff, the
 //! optimizers and safetensors see them like any dfdx module.
 //!
+//! Two layers have their own CPU kernels (see [`super::kernels`]) because they are where training
+//! time goes: [`Linear`] (dfdx's, plus skipping the gradient of the network's input) and
+//! [`ConvReluPool`] (convolution + ReLU + max-pool in one pass, the CNN's blocks). Their results are
+//! tested against dfdx's `Linear` and against `(Conv2d, ReLU, MaxPool2d)` built from dfdx ops.
+//!
 //! Images flow in NHWC layout (batch, height, width, channels), as in Keras.
 
 use dfdx::prelude::*;
@@ -17,6 +22,15 @@ pub mod builders {
     /// `padding="valid"`, `P = (K - 1) / 2` its `padding="same"`.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct Conv2d<const IN: usize, const OUT: usize, const K: usize, const P: usize = 0>;
+    /// [`Conv2d<IN, OUT, K, P>`](Conv2d), ReLU and `POOL×POOL` max-pooling as one layer.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct ConvReluPool<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize>;
+    /// Fully connected layer `I → O` (Keras' `Dense`).
+    #[cfg(not(feature = "cuda"))]
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Linear<const I: usize, const O: usize>;
+    #[cfg(feature = "cuda")]
+    pub use dfdx::nn::builders::Linear;
     pub use super::{AddChannel, Flatten, MaxPool2d};
 }
 
@@ -209,6 +223,220 @@ impl<const K: usize, B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: 
     }
 }
 
+/// Fully connected layer `I → O`, `y = x·Wᵀ + b` (Keras' `Dense`): dfdx's `Linear` (same weight layout
+/// `(O, I)`, same safetensors names) with its own CPU kernel. When it is a network's first layer its
+/// input is data, nothing needs that gradient, and [`Model`](crate::train::Model) sets
+/// `input_is_data` so backward skips it — a third of the MLP's arithmetic.
+#[cfg(not(feature = "cuda"))]
+#[derive(Debug, Clone)]
+pub struct Linear<const I: usize, const O: usize, E: Dtype, D: Storage<E>> {
+    /// Shape `(O, I)`.
+    pub weight: Tensor<Rank2<O, I>, E, D>,
+    /// Shape `(O,)`.
+    pub bias: Tensor<Rank1<O>, E, D>,
+    /// Skip the input gradient (set on a network's first layer).
+    pub input_is_data: bool,
+}
+
+#[cfg(not(feature = "cuda"))]
+impl<const I: usize, const O: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E> for builders::Linear<I, O>
+where
+    Linear<I, O, E, D>: BuildModule<D, E>,
+{
+    type Built = Linear<I, O, E, D>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl<const I: usize, const O: usize, E: Dtype, D: Storage<E>> NonMutableModule for Linear<I, O, E, D> {}
+
+/// Keras' initialisation: weights Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))` — a dense `(O, I)`
+/// matrix has fans `I` and `O`, a `(K, K, IN, OUT)` kernel `K·K·IN` and `K·K·OUT` — biases zero.
+fn keras_init<S: ConstShape, E: Dtype + Float + SampleUniform, D: Device<E>>() -> TensorOptions<S, E, D> {
+    TensorOptions::reset_with(|t| {
+        let d = t.shape().concrete();
+        let (fan_in, fan_out) = match d.as_ref() {
+            [out, inp] => (*inp, *out),
+            [k1, k2, inp, out] => (k1 * k2 * inp, k1 * k2 * out),
+            _ => return t.try_fill_with_zeros(),
+        };
+        let bound = (E::from_f64(6.0).unwrap() / E::from_usize(fan_in + fan_out).unwrap()).sqrt();
+        t.try_fill_with_distr(Uniform::new(-bound, bound))
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+impl<const I: usize, const O: usize, E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D>
+    for Linear<I, O, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = Linear<I, O, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, keras_init()),
+                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, keras_init()),
+            ),
+            |(weight, bias)| Linear { weight, bias, input_is_data: false },
+        )
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+impl<const I: usize, const O: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B, Const<I>), f32, Cpu, T>>
+    for Linear<I, O, f32, Cpu>
+{
+    type Output = Tensor<(B, Const<O>), f32, Cpu, T>;
+    type Error = CpuError;
+
+    /// # Shapes
+    /// `(B, I)` → `(B, O)`.
+    fn try_forward(&self, x: Tensor<(B, Const<I>), f32, Cpu, T>) -> Result<Self::Output, CpuError> {
+        use super::kernels::{add_column_sums, matmul};
+        let (x, mut tape) = x.split_tape();
+        let b = x.shape().0;
+        let n = b.size();
+        let x = x.try_reshape_like(&(b, Const::<I>))?; // contiguous (a no-op unless it was a view)
+        let (xs, w) = (host(&x), host(&self.weight));
+        let mut y = host(&self.bias).repeat(n);
+        matmul(n, I, O, &xs, false, &w, true, &mut y, true);
+        let out = x.device().try_tensor_from_vec(y, (b, Const::<O>))?;
+        if T::OWNS_TAPE {
+            let (x, weight, bias, out) = (x.clone(), self.weight.clone(), self.bias.clone(), out.clone());
+            let input_grad = !self.input_is_data;
+            tape.add_backward_op(move |grads| {
+                let g = std::mem::take(&mut **grads.get_or_alloc_mut(&out)?);
+                matmul(O, n, I, &g, true, &xs, false, grads.get_or_alloc_mut(&weight)?, true);
+                add_column_sums(&g, grads.get_or_alloc_mut(&bias)?);
+                if input_grad {
+                    matmul(n, O, I, &g, false, &w, false, grads.get_or_alloc_mut(&x)?, true);
+                }
+                **grads.get_or_alloc_mut(&out)? = g;
+                Ok(())
+            });
+        }
+        Ok(out.put_tape(tape))
+    }
+}
+
+/// The values of a contiguous CPU tensor: one memcpy (dfdx's `as_vec` walks it element by element).
+#[cfg(not(feature = "cuda"))]
+fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut v = vec![0f32; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}
+
+/// `Conv2d<IN, OUT, K, P>` → ReLU → `POOL×POOL` max-pool (stride `POOL`, floor), as one layer: Keras'
+/// `Conv2D(OUT, K, activation="relu")` followed by `MaxPooling2D(POOL)`. Parameters and their layout are
+/// those of [`Conv2d`] (kernel `(K, K, IN, OUT)`, bias `(OUT,)`).
+///
+/// On the CPU the three steps run as one kernel: im2col + one matrix product per chunk of images, then
+/// ReLU and pooling in the same pass, remembering for backward only which input each pooled value came
+/// from. With the `cuda` feature it is `MaxPool2d(relu(Conv2d(x)))` from dfdx ops.
+#[derive(Debug, Clone)]
+pub struct ConvReluPool<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E: Dtype, D: Storage<E>> {
+    /// Shape `(K, K, IN, OUT)`.
+    pub weight: Tensor<(Const<K>, Const<K>, Const<IN>, Const<OUT>), E, D>,
+    /// Shape `(OUT,)`.
+    pub bias: Tensor<Rank1<OUT>, E, D>,
+    /// Skip the input gradient (set on a network's first layer).
+    pub input_is_data: bool,
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E: Dtype, D: Device<E>>
+    BuildOnDevice<D, E> for builders::ConvReluPool<IN, OUT, K, P, POOL>
+where
+    ConvReluPool<IN, OUT, K, P, POOL, E, D>: BuildModule<D, E>,
+{
+    type Built = ConvReluPool<IN, OUT, K, P, POOL, E, D>;
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E: Dtype, D: Storage<E>>
+    NonMutableModule for ConvReluPool<IN, OUT, K, P, POOL, E, D>
+{
+}
+
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E, D> TensorCollection<E, D>
+    for ConvReluPool<IN, OUT, K, P, POOL, E, D>
+where
+    E: Dtype + Float + SampleUniform,
+    D: Device<E>,
+{
+    type To<E2: Dtype, D2: Device<E2>> = ConvReluPool<IN, OUT, K, P, POOL, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, keras_init()),
+                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, keras_init()),
+            ),
+            |(weight, bias)| ConvReluPool { weight, bias, input_is_data: false },
+        )
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, B: Dim, H: Dim, W: Dim, T>
+    Module<Tensor<(B, H, W, Const<IN>), f32, Cpu, T>> for ConvReluPool<IN, OUT, K, P, POOL, f32, Cpu>
+where
+    T: Tape<f32, Cpu>,
+{
+    type Output = Tensor<(B, usize, usize, Const<OUT>), f32, Cpu, T>;
+    type Error = CpuError;
+
+    /// # Shapes
+    /// `(B, H, W, IN)` → `(B, (H+2P-K+1)/POOL, (W+2P-K+1)/POOL, OUT)`.
+    fn try_forward(&self, x: Tensor<(B, H, W, Const<IN>), f32, Cpu, T>) -> Result<Self::Output, CpuError> {
+        use super::kernels::{conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom};
+        let (x, mut tape) = x.split_tape();
+        let (b, h, w, _) = *x.shape();
+        let g = ConvGeom { h: h.size(), w: w.size(), cin: IN, cout: OUT, k: K, p: P, pool: POOL };
+        let n = b.size();
+        let (hp, wp) = g.out_hw();
+        if n * g.pixels() * OUT >= u32::MAX as usize {
+            // The pooling argmax indices are u32; a batch this large must be split by the caller.
+            return Err(CpuError::OutOfMemory);
+        }
+        let x = x.try_reshape_like(&(b, h, w, Const::<IN>))?; // contiguous (a no-op unless it was a view)
+        let kernel = host(&self.weight);
+        let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), &kernel, &host(&self.bias), T::OWNS_TAPE);
+        let out = x.device().try_tensor_from_vec(y, (b, hp, wp, Const::<OUT>))?;
+        if let Some(saved) = saved {
+            let (x, weight, bias, out) = (x.clone(), self.weight.clone(), self.bias.clone(), out.clone());
+            let input_grad = !self.input_is_data;
+            tape.add_backward_op(move |grads| {
+                let gout = std::mem::take(&mut **grads.get_or_alloc_mut(&out)?);
+                let mut gk = std::mem::take(&mut **grads.get_or_alloc_mut(&weight)?);
+                let mut gb = std::mem::take(&mut **grads.get_or_alloc_mut(&bias)?);
+                let gx = if input_grad { Some(&mut grads.get_or_alloc_mut(&x)?[..]) } else { None };
+                conv_relu_pool_backward(&g, &saved, &gout, &kernel, &mut gk, &mut gb, gx);
+                **grads.get_or_alloc_mut(&weight)? = gk;
+                **grads.get_or_alloc_mut(&bias)? = gb;
+                **grads.get_or_alloc_mut(&out)? = gout;
+                Ok(())
+            });
+        }
+        Ok(out.put_tape(tape))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, B: Dim, H: Dim, W: Dim, E, D, T>
+    Module<Tensor<(B, H, W, Const<IN>), E, D, T>> for ConvReluPool<IN, OUT, K, P, POOL, E, D>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(B, usize, usize, Const<OUT>), E, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<(B, H, W, Const<IN>), E, D, T>) -> Result<Self::Output, D::Err> {
+        let conv = Conv2d::<IN, OUT, K, P, E, D> { weight: self.weight.clone(), bias: self.bias.clone() };
+        MaxPool2d::<POOL>.try_forward(conv.try_forward(x)?.try_relu()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +603,86 @@ mod tests {
         assert_eq!(y.as_vec(), vec![5.0]);
         let g = y.sum::<Rank0, _>().backward();
         assert_eq!(g.get(&x).as_vec(), vec![0., 1., 0., 0., 0., 0., 0., 0., 0.]);
+    }
+
+    /// The fused CPU layer against `(Conv2d, ReLU, MaxPool2d)` from dfdx ops (itself checked against the
+    /// naive references above): outputs and the gradients of input, kernel and bias. 5 images (groups
+    /// of unequal size), odd sizes (a dropped row and column), padding; and 40 images without a tape
+    /// (inference goes in chunks).
+    #[test]
+    fn fused_conv_relu_pool_matches_the_composed_layers() {
+        let dev = Dev::seed_from_u64(6);
+        let fused = dev.build_module::<builders::ConvReluPool<3, 4, 3, 1, 2>, f32>();
+        let conv = Conv2d::<3, 4, 3, 1, f32, Dev> { weight: fused.weight.clone(), bias: fused.bias.clone() };
+        let reference = |x| MaxPool2d::<2>.forward(conv.forward(x).relu());
+        let reference_traced = |x| MaxPool2d::<2>.forward(conv.forward(x).relu());
+        let x: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(5, 7, 9, Const));
+        let r: Tensor<(usize, usize, usize, Const<4>), f32, Dev> = dev.sample_normal_like(&(5, 3, 4, Const));
+        let y = fused.forward(x.clone());
+        assert_eq!(y.shape().concrete(), [5, 3, 4, 4]);
+        close(&y.as_vec(), &reference(x.clone()).as_vec().iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
+
+        let g1 = (fused.forward(x.leaky_trace()) * r.clone()).sum::<Rank0, _>().backward();
+        let g2 = (reference_traced(x.leaky_trace()) * r.clone()).sum::<Rank0, _>().backward();
+        for (a, b) in [
+            (g1.get(&x).as_vec(), g2.get(&x).as_vec()),
+            (g1.get(&fused.weight).as_vec(), g2.get(&fused.weight).as_vec()),
+            (g1.get(&fused.bias).as_vec(), g2.get(&fused.bias).as_vec()),
+        ] {
+            close(&a, &b.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-4);
+        }
+
+        let many: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(40, 6, 6, Const));
+        let want: Vec<f64> = reference(many.clone()).as_vec().iter().map(|&v| v as f64).collect();
+        close(&fused.forward(many).as_vec(), &want, 1e-5);
+    }
+
+    /// True when backward allocated no gradient for `t` (dfdx's `get` panics then).
+    fn no_gradient<S: Shape>(g: &Gradients<f32, Dev>, t: &Tensor<S, f32, Dev>) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.get(t))).is_err()
+    }
+
+    /// On a network's first layer the input gradient is skipped; the parameter gradients are unchanged.
+    #[test]
+    fn input_is_data_skips_only_the_input_gradient() {
+        let dev = Dev::seed_from_u64(7);
+        let mut fused = dev.build_module::<builders::ConvReluPool<1, 2, 3, 1, 2>, f32>();
+        let x: Tensor<(usize, usize, usize, Const<1>), f32, Dev> = dev.sample_normal_like(&(3, 4, 4, Const));
+        let g1 = fused.forward(x.leaky_trace()).sum::<Rank0, _>().backward();
+        fused.input_is_data = true;
+        let g2 = fused.forward(x.leaky_trace()).sum::<Rank0, _>().backward();
+        assert_eq!(g1.get(&fused.weight).as_vec(), g2.get(&fused.weight).as_vec());
+        assert_eq!(g1.get(&fused.bias).as_vec(), g2.get(&fused.bias).as_vec());
+        assert!(g1.get(&x).as_vec().iter().any(|&v| v != 0.0));
+        assert!(no_gradient(&g2, &x), "no gradient is computed for the data");
+    }
+
+    /// Our `Linear` against dfdx's (same weights): output and all gradients, with and without
+    /// `input_is_data`.
+    #[test]
+    fn linear_matches_dfdx_linear() {
+        let dev = Dev::seed_from_u64(8);
+        let mut ours = dev.build_module::<builders::Linear<6, 4>, f32>();
+        let mut theirs = dev.build_module::<dfdx::nn::builders::Linear<6, 4>, f32>();
+        theirs.weight = ours.weight.clone();
+        theirs.bias = ours.bias.clone();
+        let x: Tensor<(usize, Const<6>), f32, Dev> = dev.sample_normal_like(&(5, Const));
+        let r: Tensor<(usize, Const<4>), f32, Dev> = dev.sample_normal_like(&(5, Const));
+        let want: Vec<f64> = theirs.forward(x.clone()).as_vec().iter().map(|&v| v as f64).collect();
+        close(&ours.forward(x.clone()).as_vec(), &want, 1e-6);
+        let g1 = (ours.forward(x.leaky_trace()) * r.clone()).sum::<Rank0, _>().backward();
+        let g2 = (theirs.forward(x.leaky_trace()) * r.clone()).sum::<Rank0, _>().backward();
+        for (a, b) in [
+            (g1.get(&x).as_vec(), g2.get(&x).as_vec()),
+            (g1.get(&ours.weight).as_vec(), g2.get(&theirs.weight).as_vec()),
+            (g1.get(&ours.bias).as_vec(), g2.get(&theirs.bias).as_vec()),
+        ] {
+            close(&a, &b.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
+        }
+        ours.input_is_data = true;
+        let g3 = (ours.forward(x.leaky_trace()) * r).sum::<Rank0, _>().backward();
+        assert!(no_gradient(&g3, &x));
+        assert_eq!(g3.get(&ours.weight).as_vec(), g1.get(&ours.weight).as_vec());
     }
 
     #[test]

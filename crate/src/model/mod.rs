@@ -11,14 +11,15 @@
 //! A layer that does not fit its neighbour (say `Linear<784, 128>` followed by `Linear<64, 10>`) is a
 //! *compile* error, not a run-time one. The four architectures are chosen by one enum, [`Arch`].
 
+mod kernels;
 pub mod layers;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use dfdx::nn::builders::{DropoutOneIn, Linear, ReLU};
+pub use dfdx::nn::builders::{DropoutOneIn, ReLU};
 use dfdx::prelude::*;
-pub use layers::builders::{AddChannel, Conv2d, Flatten, MaxPool2d};
+pub use layers::builders::{AddChannel, Conv2d, ConvReluPool, Flatten, Linear, MaxPool2d};
 
 use crate::error::Error;
 
@@ -50,10 +51,13 @@ pub type DeepMlpArch = (
 /// Two convolution blocks (3×3 conv with "same" padding + ReLU + 2×2 max-pool, 32 then 64 filters)
 /// → Dense 128 (with dropout 0.5 while training) → Dense 10.
 /// 28×28×1 → 28×28×32 → 14×14×32 → 14×14×64 → 7×7×64 = 3136 → 128 → 10. 421,642 parameters.
+///
+/// `ConvReluPool<IN, OUT, 3, 1, 2>` is `(Conv2d<IN, OUT, 3, 1>, ReLU, MaxPool2d<2>)` computed in one pass
+/// (same parameters, same results, about three times faster on the CPU).
 pub type CnnArch = (
     AddChannel,
-    (Conv2d<1, 32, 3, 1>, ReLU, MaxPool2d<2>),
-    (Conv2d<32, 64, 3, 1>, ReLU, MaxPool2d<2>),
+    ConvReluPool<1, 32, 3, 1, 2>,
+    ConvReluPool<32, 64, 3, 1, 2>,
     Flatten<3136>,
     (Linear<3136, 128>, ReLU, DropoutOneIn<2>),
     Linear<128, 10>,
@@ -90,7 +94,7 @@ impl Arch {
                 "(Flatten<784>, (Linear<784, 512>, ReLU), (Linear<512, 256>, ReLU), (Linear<256, 128>, ReLU), Linear<128, 10>)"
             }
             Arch::Cnn => {
-                "(AddChannel, (Conv2d<1, 32, 3, 1>, ReLU, MaxPool2d<2>), (Conv2d<32, 64, 3, 1>, ReLU, MaxPool2d<2>), Flatten<3136>, (Linear<3136, 128>, ReLU, DropoutOneIn<2>), Linear<128, 10>)"
+                "(AddChannel, ConvReluPool<1, 32, 3, 1, 2>, ConvReluPool<32, 64, 3, 1, 2>, Flatten<3136>, (Linear<3136, 128>, ReLU, DropoutOneIn<2>), Linear<128, 10>)"
             }
         }
     }
@@ -394,7 +398,7 @@ mod tests {
         let dev = Dev::seed_from_u64(3);
         let mut cnn = dev.build_module::<CnnArch, f32>();
         glorot_init(&mut cnn).unwrap();
-        let conv2 = &cnn.2 .0;
+        let conv2 = &cnn.2;
         let b = (6.0f32 / (9.0 * 32.0 + 9.0 * 64.0)).sqrt();
         let w = conv2.weight.as_vec();
         assert!(w.iter().all(|v| v.abs() <= b));
