@@ -117,9 +117,9 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Threads the matrix products may use (rayon's pool: all cores unless `RAYON_NUM_THREADS` says otherwise).
+/// Threads the kernels may use (rayon's pool: all cores unless `RAYON_NUM_THREADS` says otherwise).
 fn threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    rayon::current_num_threads()
 }
 
 /// The highest matrix-product speed dfdx's CPU backend reaches here: a large square product, best of 3.

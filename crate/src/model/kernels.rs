@@ -30,6 +30,52 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A buffer of `f32` borrowed from a process-wide pool and returned to it when dropped. The kernels
+/// need several megabytes of scratch per batch; fresh allocations that large come straight from the
+/// kernel, zeroed a page at a time on first touch, which cost a fifth of a CNN epoch.
+pub(crate) struct Buf(Vec<f32>);
+
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+impl Buf {
+    /// `len` values, **not zeroed**: whatever the previous user left (callers overwrite all of it).
+    pub fn dirty(len: usize) -> Buf {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // The smallest pooled buffer that is big enough, else a new one.
+        let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+        let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
+        Buf(v)
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 32 {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
 /// Products with fewer multiply-adds than this run on one thread.
 const PARALLEL_MIN_MACS: usize = 16 << 20;
 
@@ -211,71 +257,110 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     })
 }
 
-/// Marks a pooled value whose maximum was not positive: ReLU made it 0 and no gradient flows.
-pub(crate) const NO_GRAD: u32 = u32::MAX;
-
-/// ReLU then max-pool of one image's convolution output `pre` `(H'·W', OUT)`: writes the pooled image
-/// `(H'/POOL · W'/POOL, OUT)` and, when `arg` is given (training), for each pooled value the index in the
-/// batch's pre-activations it came from (`base` + its index in `pre`; `NO_GRAD` where ReLU zeroed it).
-/// ReLU and max commute, so this takes the window max and clamps it at 0; the loops over channels are
-/// written as selects so that they vectorise.
+/// Bias, ReLU and max-pool of one image's convolution output `pre` `(H'·W', OUT)` (without bias) into the
+/// pooled image `(H'/POOL · W'/POOL, OUT)`. The bias is the same across a window and ReLU commutes with
+/// max, so this takes the window max, adds the bias and clamps at 0: one pass, and the convolution's
+/// matrix product writes `pre` without reading it.
 #[inline(never)]
-pub(crate) fn relu_max_pool(g: &ConvGeom, pre: &[f32], out: &mut [f32], mut arg: Option<&mut [u32]>, base: u32) {
+pub(crate) fn relu_max_pool(g: &ConvGeom, pre: &[f32], bias: &[f32], out: &mut [f32]) {
     simd(#[inline(always)] || {
-        let (_, wo) = g.conv_hw();
-        let (hp, wp) = g.out_hw();
-        let c = g.cout;
-        for i in 0..hp {
-            for j in 0..wp {
-                let o = (i * wp + j) * c;
-                let out = &mut out[o..o + c];
-                let first = (i * g.pool * wo + j * g.pool) * c;
-                out.copy_from_slice(&pre[first..first + c]);
-                let mut arg = arg.as_deref_mut().map(|a| &mut a[o..o + c]);
-                if let Some(arg) = arg.as_deref_mut() {
-                    for (t, a) in arg.iter_mut().enumerate() {
-                        *a = base + (first + t) as u32;
-                    }
-                }
-                for di in 0..g.pool {
-                    for dj in 0..g.pool {
-                        let at = ((i * g.pool + di) * wo + j * g.pool + dj) * c;
-                        let window = &pre[at..at + c];
-                        match arg.as_deref_mut() {
-                            Some(arg) => {
-                                let at = base + at as u32;
-                                let (arg, window) = (&mut arg[..c], &window[..c]);
-                                for t in 0..c {
-                                    let gt = window[t] > out[t];
-                                    out[t] = if gt { window[t] } else { out[t] };
-                                    arg[t] = if gt { at + t as u32 } else { arg[t] };
-                                }
-                            }
-                            None => {
-                                for (o, &v) in out.iter_mut().zip(window) {
-                                    *o = if v > *o { v } else { *o };
-                                }
-                            }
-                        }
-                    }
-                }
-                match arg {
-                    Some(arg) => {
-                        for (v, a) in out.iter_mut().zip(arg.iter_mut()) {
-                            let positive = *v > 0.0;
-                            *v = if positive { *v } else { 0.0 };
-                            *a = if positive { *a } else { NO_GRAD };
-                        }
-                    }
-                    None => {
-                        for v in out.iter_mut() {
-                            *v = if *v > 0.0 { *v } else { 0.0 };
-                        }
-                    }
-                }
+        for_each_window(g, #[inline(always)] |cell, window| {
+            let out = &mut out[cell..][..g.cout];
+            // Eight channels at a time in registers, then one at a time for the rest.
+            let full = g.cout / 8 * 8;
+            for cb in (0..full).step_by(8) {
+                pool_forward::<8>(pre, window, cb, &bias[cb..], &mut out[cb..]);
             }
-        }
+            for cb in full..g.cout {
+                pool_forward::<1>(pre, window, cb, &bias[cb..], &mut out[cb..]);
+            }
+        })
     })
+}
+
+/// Backward of [`relu_max_pool`] for one image: writes the gradient of every pre-activation into
+/// `grad_pre` `(H'·W', OUT)`. Each pooled value's gradient goes to the first position of its window
+/// holding the maximum (as a forward that kept the first maximum would say), and nowhere when the
+/// maximum plus bias was not positive (ReLU gave 0); every other position gets 0. Recomputing the
+/// maximum here keeps the forward pass a plain max.
+#[inline(never)]
+pub(crate) fn relu_max_pool_backward(g: &ConvGeom, pre: &[f32], bias: &[f32], grad_out: &[f32], grad_pre: &mut [f32]) {
+    simd(#[inline(always)] || {
+        let (ho, wo) = g.conv_hw();
+        let (hp, wp) = g.out_hw();
+        if hp * g.pool < ho || wp * g.pool < wo {
+            grad_pre.fill(0.0); // rows or columns no window covers
+        }
+        for_each_window(g, #[inline(always)] |cell, window| {
+            let go = &grad_out[cell..][..g.cout];
+            let full = g.cout / 8 * 8;
+            for cb in (0..full).step_by(8) {
+                pool_backward::<8>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
+            }
+            for cb in full..g.cout {
+                pool_backward::<1>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
+            }
+        })
+    })
+}
+
+/// Calls `f(offset of the pooled cell in the output, offsets of its POOL×POOL positions in pre)`.
+#[inline(always)]
+fn for_each_window(g: &ConvGeom, mut f: impl FnMut(usize, &[usize])) {
+    let (_, wo) = g.conv_hw();
+    let (hp, wp) = g.out_hw();
+    let mut window = vec![0usize; g.pool * g.pool];
+    for i in 0..hp {
+        for j in 0..wp {
+            for (w, at) in window.iter_mut().enumerate() {
+                *at = ((i * g.pool + w / g.pool) * wo + j * g.pool + w % g.pool) * g.cout;
+            }
+            f((i * wp + j) * g.cout, &window);
+        }
+    }
+}
+
+/// `L` channels from `cb` of one pooled cell: `out = max(max over the window + bias, 0)`.
+#[inline(always)]
+fn pool_forward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: &[f32], out: &mut [f32]) {
+    let mut m = [f32::NEG_INFINITY; L];
+    for &at in window {
+        let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();
+        for t in 0..L {
+            m[t] = if v[t] > m[t] { v[t] } else { m[t] };
+        }
+    }
+    for t in 0..L {
+        let v = m[t] + bias[t];
+        out[t] = if v > 0.0 { v } else { 0.0 };
+    }
+}
+
+/// `L` channels from `cb` of one pooled cell: hands `grad_out` to the first window position holding
+/// the maximum (none when ReLU gave 0) and writes 0 to the others.
+#[inline(always)]
+fn pool_backward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: &[f32], grad_out: &[f32], grad_pre: &mut [f32]) {
+    let mut m = [f32::NEG_INFINITY; L];
+    for &at in window {
+        let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();
+        for t in 0..L {
+            m[t] = if v[t] > m[t] { v[t] } else { m[t] };
+        }
+    }
+    // The gradient not yet handed to a position.
+    let mut left = [0f32; L];
+    for t in 0..L {
+        left[t] = if m[t] + bias[t] > 0.0 { grad_out[t] } else { 0.0 };
+    }
+    for &at in window {
+        let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();
+        let gp: &mut [f32; L] = (&mut grad_pre[at + cb..][..L]).try_into().unwrap();
+        for t in 0..L {
+            let hit = v[t] == m[t];
+            gp[t] = if hit { left[t] } else { 0.0 };
+            left[t] = if hit { 0.0 } else { left[t] };
+        }
+    }
 }
 
 /// What the forward pass keeps for backward, per group of images (one group per thread).
@@ -287,9 +372,9 @@ pub(crate) struct Saved {
 
 struct GroupSaved {
     /// The group's im2col matrix `(n·H'·W', K·K·IN)`.
-    cols: Vec<f32>,
-    /// For each pooled value, its index in the group's pre-activations `(n·H'·W', OUT)`, or `NO_GRAD`.
-    arg: Vec<u32>,
+    cols: Buf,
+    /// The group's convolution outputs before ReLU `(n·H'·W', OUT)`.
+    pre: Buf,
 }
 
 /// Forward pass of a batch: `x` is `(B, H, W, IN)`, `kernel` `(K·K·IN, OUT)`, `bias` `(OUT)`. Returns the
@@ -305,33 +390,31 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
     if batch == 0 || out_len == 0 {
         return (out, train.then(|| Saved { groups: Vec::new(), per }));
     }
-    let chunk = if train { per } else { per.min(16) };
+    // Images per im2col + product + pooling step: small enough that the im2col rows are still in cache
+    // when the product reads them. Training keeps every step's rows for backward; inference reuses one.
+    const CHUNK: usize = 8;
     let groups: Vec<GroupSaved> = out
         .par_chunks_mut(per * out_len)
         .zip(x.par_chunks(per * in_len))
         .map(|(out, x)| {
             let n = x.len() / in_len;
-            let mut cols = vec![0f32; chunk.min(n) * pix * patch];
-            let mut pre = vec![0f32; chunk.min(n) * pix * cout];
-            let mut arg = if train { vec![NO_GRAD; n * out_len] } else { Vec::new() };
-            for start in (0..n).step_by(chunk) {
-                let m = chunk.min(n - start);
-                let (cols, pre) = (&mut cols[..m * pix * patch], &mut pre[..m * pix * cout]);
+            let kept = if train { n } else { CHUNK.min(n) };
+            let mut cols = Buf::dirty(kept * pix * patch);
+            let mut pre = Buf::dirty(kept * pix * cout);
+            for start in (0..n).step_by(CHUNK) {
+                let m = CHUNK.min(n - start);
+                let at = if train { start } else { 0 };
+                let cols = &mut cols[at * pix * patch..(at + m) * pix * patch];
+                let pre = &mut pre[at * pix * cout..(at + m) * pix * cout];
                 for (c, xi) in cols.chunks_exact_mut(pix * patch).zip(x[start * in_len..].chunks_exact(in_len)) {
                     im2col(g, xi, c);
                 }
-                for row in pre.chunks_exact_mut(cout) {
-                    row.copy_from_slice(bias);
-                }
-                matmul_on(false, m * pix, patch, cout, cols, false, kernel, false, pre, true);
-                for i in 0..m {
-                    let o = &mut out[(start + i) * out_len..][..out_len];
-                    let p = &pre[i * pix * cout..][..pix * cout];
-                    let a = if train { Some(&mut arg[(start + i) * out_len..][..out_len]) } else { None };
-                    relu_max_pool(g, p, o, a, ((start + i) * pix * cout) as u32);
+                matmul_on(false, m * pix, patch, cout, cols, false, kernel, false, pre, false);
+                for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
+                    relu_max_pool(g, p, bias, o);
                 }
             }
-            GroupSaved { cols, arg }
+            GroupSaved { cols, pre }
         })
         .collect();
     (out, train.then_some(Saved { groups, per }))
@@ -346,6 +429,7 @@ pub(crate) fn conv_relu_pool_backward(
     saved: &Saved,
     grad_out: &[f32],
     kernel: &[f32],
+    bias: &[f32],
     grad_kernel: &mut [f32],
     grad_bias: &mut [f32],
     grad_x: Option<&mut [f32]>,
@@ -363,22 +447,16 @@ pub(crate) fn conv_relu_pool_backward(
         .zip(grad_x_groups.par_iter_mut())
         .map(|((s, gout), dx)| {
             let n = gout.len() / out_len;
-            // Each pooled value's gradient goes to the one position it came from (windows do not
-            // overlap), nothing where ReLU was 0.
-            let mut grad_pre = vec![0f32; n * pix * cout];
-            simd(#[inline(always)] || {
-                for (&a, &gv) in s.arg.iter().zip(gout) {
-                    if a != NO_GRAD {
-                        grad_pre[a as usize] = gv;
-                    }
-                }
-            });
+            let mut grad_pre = Buf::dirty(n * pix * cout);
+            for ((gp, p), go) in grad_pre.chunks_exact_mut(pix * cout).zip(s.pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len)) {
+                relu_max_pool_backward(g, p, bias, go, gp);
+            }
             let mut gk = vec![0f32; patch * cout];
             matmul_on(false, patch, n * pix, cout, &s.cols, true, &grad_pre, false, &mut gk, false);
             let mut gb = vec![0f32; cout];
             add_column_sums(&grad_pre, &mut gb);
             if let Some(dx) = dx.as_deref_mut() {
-                let mut grad_cols = vec![0f32; n * pix * patch];
+                let mut grad_cols = Buf::dirty(n * pix * patch);
                 matmul_on(false, n * pix, cout, patch, &grad_pre, false, kernel, true, &mut grad_cols, false);
                 for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
                     col2im_add(g, c, d);
