@@ -26,6 +26,7 @@ use dfdx::prelude::*;
 use ndarray::{Array1, Array2, Array3, ArrayView3, Axis};
 
 use crate::data::{BatchOrder, Batches, LastBatch, NUM_CLASSES};
+use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::model::{self, Arch, Built, CnnArch, DeepMlpArch, Dev, Images, LinearArch, Logits, MlpArch, Summary};
 
@@ -385,16 +386,7 @@ impl Model {
         let n = x.len_of(Axis(0));
         let xs = x.as_standard_layout();
         let xs = xs.as_slice().unwrap_or(&[]);
-        let mut out = Vec::with_capacity(n * NUM_CLASSES);
-        for start in (0..n).step_by(INFERENCE_BATCH) {
-            let stop = (start + INFERENCE_BATCH).min(n);
-            let batch: Images = self
-                .dev
-                .try_tensor_from_vec(xs[start * PIXELS..stop * PIXELS].to_vec(), (stop - start, Const, Const))
-                .map_err(dev_err)?;
-            let y: Logits = with_net!(&self.net, t => t.model.try_forward(batch)).map_err(dev_err)?;
-            out.extend(y.as_vec());
-        }
+        let out = with_net!(&self.net, t => infer(&t.model, &self.dev, xs, n))?;
         Array2::from_shape_vec((n, NUM_CLASSES), out).map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
@@ -551,6 +543,25 @@ fn advance_ids_past<M: TensorCollection<f32, Dev>>(model: &M, dev: &Dev) -> Resu
             _ => return Ok(()),
         }
     }
+}
+
+/// The logits of `n` images `xs` (row-major pixels), in batches of `INFERENCE_BATCH` spread over both
+/// cores: the copies, activations and small products between the big matrix products then run in
+/// parallel too (the CPU kernels pick their own threads inside).
+fn infer<M: Network + Sync>(model: &M, dev: &Dev, xs: &[f32], n: usize) -> Result<Vec<f32>> {
+    let starts: Vec<usize> = (0..n).step_by(INFERENCE_BATCH).collect();
+    let parts = starts
+        .par_iter()
+        .map(|&start| -> Result<Vec<f32>> {
+            let stop = (start + INFERENCE_BATCH).min(n);
+            let batch: Images = dev
+                .try_tensor_from_vec(xs[start * PIXELS..stop * PIXELS].to_vec(), (stop - start, Const, Const))
+                .map_err(dev_err)?;
+            let y: Logits = model.try_forward(batch).map_err(dev_err)?;
+            Ok(y.as_vec())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(parts.concat())
 }
 
 /// One epoch of mini-batch training; returns mean loss and accuracy.

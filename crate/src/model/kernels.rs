@@ -474,3 +474,64 @@ pub(crate) fn conv_relu_pool_backward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::data::batch_rng(seed);
+        (0..n).map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// Every transpose combination, overwrite and accumulate, on one thread and on all, against the
+    /// definition.
+    #[test]
+    fn matmul_matches_the_definition() {
+        for (m, k, n) in [(5, 7, 3), (1, 1, 1), (64, 300, 70), (300, 300, 300)] {
+            for (a_t, b_t, acc) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
+                let (a, b, c0) = (seq(m * k, 1), seq(k * n, 2), seq(m * n, 3));
+                let at = |i: usize, p: usize| if a_t { a[p * m + i] } else { a[i * k + p] };
+                let bt = |p: usize, j: usize| if b_t { b[j * k + p] } else { b[p * n + j] };
+                let mut c = c0.clone();
+                matmul(m, k, n, &a, a_t, &b, b_t, &mut c, acc);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum::<f64>()
+                            + if acc { c0[i * n + j] as f64 } else { 0.0 };
+                        let got = c[i * n + j] as f64;
+                        assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "{m}×{k}×{n} {a_t} {b_t}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        let mut c = vec![1.0; 6];
+        matmul(2, 0, 3, &[], false, &[], false, &mut c, false);
+        assert_eq!(c, vec![0.0; 6], "k = 0 gives zeros");
+    }
+
+    /// col2im is the adjoint of im2col: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩, with and without padding.
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        for (h, w, cin, p) in [(5, 4, 3, 1), (6, 6, 1, 0), (3, 7, 2, 1)] {
+            let g = ConvGeom { h, w, cin, cout: 1, k: 3, p, pool: 1 };
+            let x = seq(g.in_len(), 4);
+            let c = seq(g.pixels() * g.patch(), 5);
+            let mut cols = vec![0f32; c.len()];
+            im2col(&g, &x, &mut cols);
+            let mut back = vec![0f32; x.len()];
+            col2im_add(&g, &c, &mut back);
+            let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+        }
+    }
+
+    /// Pooled buffers come back with the asked length, whatever was pooled before.
+    #[test]
+    fn pooled_buffers_have_the_asked_length() {
+        drop(Buf::dirty(1000));
+        assert_eq!(Buf::dirty(10).len(), 10);
+        assert_eq!(Buf::dirty(5000).len(), 5000);
+    }
+}

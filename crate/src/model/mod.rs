@@ -53,7 +53,7 @@ pub type DeepMlpArch = (
 /// 28×28×1 → 28×28×32 → 14×14×32 → 14×14×64 → 7×7×64 = 3136 → 128 → 10. 421,642 parameters.
 ///
 /// `ConvReluPool<IN, OUT, 3, 1, 2>` is `(Conv2d<IN, OUT, 3, 1>, ReLU, MaxPool2d<2>)` computed in one pass
-/// (same parameters, same results, about three times faster on the CPU).
+/// by its own CPU kernel: same parameters, same results (tested), a fraction of the memory traffic.
 pub type CnnArch = (
     AddChannel,
     ConvReluPool<1, 32, 3, 1, 2>,
