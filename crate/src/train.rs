@@ -24,9 +24,9 @@ use std::time::Instant;
 use dfdx::optim::{Adam, Optimizer as _, Sgd};
 use dfdx::prelude::*;
 use ndarray::{Array1, Array2, Array3, ArrayView3, Axis};
+use rayon::prelude::*;
 
 use crate::data::{BatchOrder, Batches, LastBatch, NUM_CLASSES};
-use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::model::{self, Arch, Built, CnnArch, DeepMlpArch, Dev, Images, LinearArch, Logits, MlpArch, Summary};
 

@@ -249,15 +249,22 @@ where
 #[cfg(not(feature = "cuda"))]
 impl<const I: usize, const O: usize, E: Dtype, D: Storage<E>> NonMutableModule for Linear<I, O, E, D> {}
 
+/// The fans of a weight of this shape: `(I, O)` for a dense `(O, I)` matrix, `(K·K·IN, K·K·OUT)` for a
+/// `(K, K, IN, OUT)` kernel; `None` for anything else (biases).
+pub(crate) fn glorot_fans(dims: &[usize]) -> Option<(usize, usize)> {
+    match dims {
+        [out, inp] => Some((*inp, *out)),
+        [k1, k2, inp, out] => Some((k1 * k2 * inp, k1 * k2 * out)),
+        _ => None,
+    }
+}
+
 /// Keras' initialisation: weights Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))` — a dense `(O, I)`
 /// matrix has fans `I` and `O`, a `(K, K, IN, OUT)` kernel `K·K·IN` and `K·K·OUT` — biases zero.
 fn keras_init<S: ConstShape, E: Dtype + Float + SampleUniform, D: Device<E>>() -> TensorOptions<S, E, D> {
     TensorOptions::reset_with(|t| {
-        let d = t.shape().concrete();
-        let (fan_in, fan_out) = match d.as_ref() {
-            [out, inp] => (*inp, *out),
-            [k1, k2, inp, out] => (k1 * k2 * inp, k1 * k2 * out),
-            _ => return t.try_fill_with_zeros(),
+        let Some((fan_in, fan_out)) = glorot_fans(t.shape().concrete().as_ref()) else {
+            return t.try_fill_with_zeros();
         };
         let bound = (E::from_f64(6.0).unwrap() / E::from_usize(fan_in + fan_out).unwrap()).sqrt();
         t.try_fill_with_distr(Uniform::new(-bound, bound))
@@ -604,35 +611,45 @@ mod tests {
     }
 
     /// The fused CPU layer against `(Conv2d, ReLU, MaxPool2d)` from dfdx ops (itself checked against the
-    /// naive references above): outputs and the gradients of input, kernel and bias. 5 images (groups
-    /// of unequal size), odd sizes (a dropped row and column), padding; and 40 images without a tape
+    /// naive references above): outputs and the gradients of input, kernel and bias; 5 images (groups
+    /// of unequal size) of odd sizes (a dropped row and column); then 40 images without a tape
     /// (inference goes in chunks).
-    #[test]
-    fn fused_conv_relu_pool_matches_the_composed_layers() {
-        let dev = Dev::seed_from_u64(6);
-        let fused = dev.build_module::<builders::ConvReluPool<3, 4, 3, 1, 2>, f32>();
-        let conv = Conv2d::<3, 4, 3, 1, f32, Dev> { weight: fused.weight.clone(), bias: fused.bias.clone() };
+    fn check_fused<const IN: usize, const OUT: usize, const P: usize>(seed: u64, (h, w): (usize, usize)) {
+        let dev = Dev::seed_from_u64(seed);
+        let fused = dev.build_module::<builders::ConvReluPool<IN, OUT, 3, P, 2>, f32>();
+        let conv = Conv2d::<IN, OUT, 3, P, f32, Dev> { weight: fused.weight.clone(), bias: fused.bias.clone() };
         let reference = |x| MaxPool2d::<2>.forward(conv.forward(x).relu());
         let reference_traced = |x| MaxPool2d::<2>.forward(conv.forward(x).relu());
-        let x: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(5, 7, 9, Const));
-        let r: Tensor<(usize, usize, usize, Const<4>), f32, Dev> = dev.sample_normal_like(&(5, 3, 4, Const));
+        let f64s = |t: Vec<f32>| t.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let x: Tensor<(usize, usize, usize, Const<IN>), f32, Dev> = dev.sample_normal_like(&(5, h, w, Const));
         let y = fused.forward(x.clone());
-        assert_eq!(y.shape().concrete(), [5, 3, 4, 4]);
-        close(&y.as_vec(), &reference(x.clone()).as_vec().iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
+        let (ho, wo) = ((h + 2 * P - 2) / 2, (w + 2 * P - 2) / 2);
+        assert_eq!(y.shape().concrete(), [5, ho, wo, OUT]);
+        close(&y.as_vec(), &f64s(reference(x.clone()).as_vec()), 1e-5);
 
+        let r: Tensor<(usize, usize, usize, Const<OUT>), f32, Dev> = dev.sample_normal_like(&(5, ho, wo, Const));
         let g1 = (fused.forward(x.leaky_trace()) * r.clone()).sum::<Rank0, _>().backward();
         let g2 = (reference_traced(x.leaky_trace()) * r.clone()).sum::<Rank0, _>().backward();
-        for (a, b) in [
-            (g1.get(&x).as_vec(), g2.get(&x).as_vec()),
-            (g1.get(&fused.weight).as_vec(), g2.get(&fused.weight).as_vec()),
-            (g1.get(&fused.bias).as_vec(), g2.get(&fused.bias).as_vec()),
-        ] {
-            close(&a, &b.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-4);
-        }
+        close(&g1.get(&x).as_vec(), &f64s(g2.get(&x).as_vec()), 1e-4);
+        close(&g1.get(&fused.weight).as_vec(), &f64s(g2.get(&fused.weight).as_vec()), 1e-4);
+        close(&g1.get(&fused.bias).as_vec(), &f64s(g2.get(&fused.bias).as_vec()), 1e-4);
 
-        let many: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(40, 6, 6, Const));
-        let want: Vec<f64> = reference(many.clone()).as_vec().iter().map(|&v| v as f64).collect();
+        let many: Tensor<(usize, usize, usize, Const<IN>), f32, Dev> = dev.sample_normal_like(&(40, h - 1, w - 1, Const));
+        let want = f64s(reference(many.clone()).as_vec());
         close(&fused.forward(many).as_vec(), &want, 1e-5);
+    }
+
+    /// "Same" padding with several input channels: the Winograd kernels.
+    #[test]
+    fn fused_conv_relu_pool_matches_the_composed_layers_winograd() {
+        check_fused::<3, 4, 1>(6, (7, 9));
+    }
+
+    /// No padding, and one input channel: the im2col kernels.
+    #[test]
+    fn fused_conv_relu_pool_matches_the_composed_layers_im2col() {
+        check_fused::<2, 3, 0>(9, (8, 9));
+        check_fused::<1, 3, 1>(10, (7, 6));
     }
 
     /// True when backward allocated no gradient for `t` (dfdx's `get` panics then).

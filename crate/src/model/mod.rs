@@ -11,6 +11,7 @@
 //! A layer that does not fit its neighbour (say `Linear<784, 128>` followed by `Linear<64, 10>`) is a
 //! *compile* error, not a run-time one. The four architectures are chosen by one enum, [`Arch`].
 
+#[cfg(not(feature = "cuda"))]
 mod kernels;
 pub mod layers;
 
@@ -251,13 +252,9 @@ pub fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Result<(), <
             t: &mut Tensor<S, f32, Dev>,
         ) -> Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
             let d: Vec<usize> = t.shape().concrete().into_iter().collect();
-            let (fan_in, fan_out) = match d.as_slice() {
-                [out, inp] => (*inp, *out),
-                [k1, k2, inp, out] => (k1 * k2 * inp, k1 * k2 * out),
-                _ => {
-                    t.try_fill_with_zeros()?;
-                    return Ok(None);
-                }
+            let Some((fan_in, fan_out)) = layers::glorot_fans(&d) else {
+                t.try_fill_with_zeros()?;
+                return Ok(None);
             };
             let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
             t.try_fill_with_distr(rand_distr::Uniform::new(-bound, bound))?;
