@@ -260,35 +260,31 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
 /// Bias, ReLU and max-pool of one image's convolution output `pre` `(H'·W', OUT)` (without bias) into the
 /// pooled image `(H'/POOL · W'/POOL, OUT)`. The bias is the same across a window and ReLU commutes with
 /// max, so this takes the window max, adds the bias and clamps at 0: one pass, and the convolution's
-/// matrix product writes `pre` without reading it. For training, `arg` receives for each pooled value
-/// the position in its window of the (first) maximum, or [`NO_GRAD`] where ReLU gave 0 — one byte
-/// instead of keeping `pre` for backward.
+/// matrix product writes `pre` without reading it.
 #[inline(never)]
-pub(crate) fn relu_max_pool(g: &ConvGeom, pre: &[f32], bias: &[f32], out: &mut [f32], mut arg: Option<&mut [u8]>) {
+pub(crate) fn relu_max_pool(g: &ConvGeom, pre: &[f32], bias: &[f32], out: &mut [f32]) {
     simd(#[inline(always)] || {
         for_each_window(g, #[inline(always)] |cell, window| {
             let out = &mut out[cell..][..g.cout];
-            let mut arg = arg.as_deref_mut().map(|a| &mut a[cell..][..g.cout]);
             // Eight channels at a time in registers, then one at a time for the rest.
             let full = g.cout / 8 * 8;
             for cb in (0..full).step_by(8) {
-                pool_forward::<8>(pre, window, cb, &bias[cb..], &mut out[cb..], arg.as_deref_mut().map(|a| &mut a[cb..]));
+                pool_forward::<8>(pre, window, cb, &bias[cb..], &mut out[cb..]);
             }
             for cb in full..g.cout {
-                pool_forward::<1>(pre, window, cb, &bias[cb..], &mut out[cb..], arg.as_deref_mut().map(|a| &mut a[cb..]));
+                pool_forward::<1>(pre, window, cb, &bias[cb..], &mut out[cb..]);
             }
         })
     })
 }
 
-/// In `arg`: the pooled value was not positive, ReLU gave 0 and no gradient flows.
-pub(crate) const NO_GRAD: u8 = u8::MAX;
-
 /// Backward of [`relu_max_pool`] for one image: writes the gradient of every pre-activation into
-/// `grad_pre` `(H'·W', OUT)`: each pooled value's gradient to the window position `arg` names, 0
-/// everywhere else.
+/// `grad_pre` `(H'·W', OUT)`. Each pooled value's gradient goes to the first position of its window
+/// holding the maximum (as a forward that kept the first maximum would say), and nowhere when the
+/// maximum plus bias was not positive (ReLU gave 0); every other position gets 0. Recomputing the
+/// maximum here keeps the forward pass a plain max.
 #[inline(never)]
-pub(crate) fn relu_max_pool_backward(g: &ConvGeom, arg: &[u8], grad_out: &[f32], grad_pre: &mut [f32]) {
+pub(crate) fn relu_max_pool_backward(g: &ConvGeom, pre: &[f32], bias: &[f32], grad_out: &[f32], grad_pre: &mut [f32]) {
     simd(#[inline(always)] || {
         let (ho, wo) = g.conv_hw();
         let (hp, wp) = g.out_hw();
@@ -296,13 +292,13 @@ pub(crate) fn relu_max_pool_backward(g: &ConvGeom, arg: &[u8], grad_out: &[f32],
             grad_pre.fill(0.0); // rows or columns no window covers
         }
         for_each_window(g, #[inline(always)] |cell, window| {
-            let (go, arg) = (&grad_out[cell..][..g.cout], &arg[cell..][..g.cout]);
+            let go = &grad_out[cell..][..g.cout];
             let full = g.cout / 8 * 8;
             for cb in (0..full).step_by(8) {
-                pool_backward::<8>(arg, window, cb, go, grad_pre);
+                pool_backward::<8>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
             }
             for cb in full..g.cout {
-                pool_backward::<1>(arg, window, cb, go, grad_pre);
+                pool_backward::<1>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
             }
         })
     })
@@ -324,42 +320,45 @@ fn for_each_window(g: &ConvGeom, mut f: impl FnMut(usize, &[usize])) {
     }
 }
 
-/// `L` channels from `cb` of one pooled cell: `out = max(max over the window + bias, 0)`, and in `arg`
-/// the window position of the first maximum (`NO_GRAD` where ReLU gave 0).
+/// `L` channels from `cb` of one pooled cell: `out = max(max over the window + bias, 0)`.
 #[inline(always)]
-fn pool_forward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: &[f32], out: &mut [f32], arg: Option<&mut [u8]>) {
+fn pool_forward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: &[f32], out: &mut [f32]) {
     let mut m = [f32::NEG_INFINITY; L];
-    let mut k = [0u32; L];
-    for (w, &at) in window.iter().enumerate() {
+    for &at in window {
         let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();
         for t in 0..L {
-            let gt = v[t] > m[t];
-            m[t] = if gt { v[t] } else { m[t] };
-            k[t] = if gt { w as u32 } else { k[t] };
+            m[t] = if v[t] > m[t] { v[t] } else { m[t] };
         }
     }
     for t in 0..L {
         let v = m[t] + bias[t];
         out[t] = if v > 0.0 { v } else { 0.0 };
-        k[t] = if v > 0.0 { k[t] } else { NO_GRAD as u32 };
-    }
-    if let Some(arg) = arg {
-        for t in 0..L {
-            arg[t] = k[t] as u8;
-        }
     }
 }
 
-/// `L` channels from `cb` of one pooled cell: the gradient to the window position `arg` names, 0 to
-/// the others.
+/// `L` channels from `cb` of one pooled cell: hands `grad_out` to the first window position holding
+/// the maximum (none when ReLU gave 0) and writes 0 to the others.
 #[inline(always)]
-fn pool_backward<const L: usize>(arg: &[u8], window: &[usize], cb: usize, grad_out: &[f32], grad_pre: &mut [f32]) {
-    let a: &[u8; L] = arg[cb..][..L].try_into().unwrap();
-    let go: &[f32; L] = grad_out[cb..][..L].try_into().unwrap();
-    for (w, &at) in window.iter().enumerate() {
+fn pool_backward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: &[f32], grad_out: &[f32], grad_pre: &mut [f32]) {
+    let mut m = [f32::NEG_INFINITY; L];
+    for &at in window {
+        let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();
+        for t in 0..L {
+            m[t] = if v[t] > m[t] { v[t] } else { m[t] };
+        }
+    }
+    // The gradient not yet handed to a position.
+    let mut left = [0f32; L];
+    for t in 0..L {
+        left[t] = if m[t] + bias[t] > 0.0 { grad_out[t] } else { 0.0 };
+    }
+    for &at in window {
+        let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();
         let gp: &mut [f32; L] = (&mut grad_pre[at + cb..][..L]).try_into().unwrap();
         for t in 0..L {
-            gp[t] = if a[t] as usize == w { go[t] } else { 0.0 };
+            let hit = v[t] == m[t];
+            gp[t] = if hit { left[t] } else { 0.0 };
+            left[t] = if hit { 0.0 } else { left[t] };
         }
     }
 }
@@ -564,10 +563,10 @@ pub(crate) struct Saved {
 }
 
 struct GroupSaved {
-    /// The group's im2col matrix `(n·H'·W', K·K·IN)` (for the kernel gradient).
+    /// The group's im2col matrix `(n·H'·W', K·K·IN)`.
     cols: Buf,
-    /// For each pooled value, where its window's maximum was (see [`relu_max_pool`]).
-    arg: Vec<u8>,
+    /// The group's convolution outputs before ReLU `(n·H'·W', OUT)`.
+    pre: Buf,
 }
 
 /// Forward pass of a batch: `x` is `(B, H, W, IN)`, `kernel` `(K·K·IN, OUT)`, `bias` `(OUT)`. Returns the
@@ -594,13 +593,12 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
             let n = x.len() / in_len;
             let kept = if train { n } else { CHUNK.min(n) };
             let mut cols = Buf::dirty(if train || wino.is_none() { kept * pix * patch } else { 0 });
-            let mut pre = Buf::dirty(CHUNK.min(n) * pix * cout);
-            let mut arg = vec![0u8; if train { n * out_len } else { 0 }];
+            let mut pre = Buf::dirty(kept * pix * cout);
             for start in (0..n).step_by(CHUNK) {
                 let m = CHUNK.min(n - start);
                 let at = if train { start } else { 0 };
                 let cols = cols.get_mut(at * pix * patch..(at + m) * pix * patch).unwrap_or(&mut []);
-                let pre = &mut pre[..m * pix * cout];
+                let pre = &mut pre[at * pix * cout..(at + m) * pix * cout];
                 let xs = &x[start * in_len..(start + m) * in_len];
                 if train || wino.is_none() {
                     // The weight gradient needs the im2col rows.
@@ -612,13 +610,11 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
                     Some(u) => winograd_conv(g.h, g.w, g.cin, cout, m, xs, u, pre, false),
                     None => matmul_on(false, m * pix, patch, cout, cols, false, kernel, false, pre, false),
                 }
-                for (i, p) in pre.chunks_exact(pix * cout).enumerate() {
-                    let at = (start + i) * out_len;
-                    let a = train.then(|| &mut arg[at..at + out_len]);
-                    relu_max_pool(g, p, bias, &mut out[at..at + out_len], a);
+                for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
+                    relu_max_pool(g, p, bias, o);
                 }
             }
-            GroupSaved { cols, arg }
+            GroupSaved { cols, pre }
         })
         .collect();
     (out, train.then_some(Saved { groups, per }))
@@ -633,6 +629,7 @@ pub(crate) fn conv_relu_pool_backward(
     saved: &Saved,
     grad_out: &[f32],
     kernel: &[f32],
+    bias: &[f32],
     grad_kernel: &mut [f32],
     grad_bias: &mut [f32],
     grad_x: Option<&mut [f32]>,
@@ -652,8 +649,8 @@ pub(crate) fn conv_relu_pool_backward(
         .map(|((s, gout), dx)| {
             let n = gout.len() / out_len;
             let mut grad_pre = Buf::dirty(n * pix * cout);
-            for ((gp, a), go) in grad_pre.chunks_exact_mut(pix * cout).zip(s.arg.chunks_exact(out_len)).zip(gout.chunks_exact(out_len)) {
-                relu_max_pool_backward(g, a, go, gp);
+            for ((gp, p), go) in grad_pre.chunks_exact_mut(pix * cout).zip(s.pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len)) {
+                relu_max_pool_backward(g, p, bias, go, gp);
             }
             let mut gk = vec![0f32; patch * cout];
             matmul_on(false, patch, n * pix, cout, &s.cols, true, &grad_pre, false, &mut gk, false);

@@ -402,9 +402,8 @@ where
         let (hp, wp) = g.out_hw();
         let x = x.try_reshape_like(&(b, h, w, Const::<IN>))?; // contiguous (a no-op unless it was a view)
         let kernel = host(&self.weight);
-        // The pooling remembers window positions in a byte.
-        const { assert!(POOL * POOL < 255, "ConvReluPool: POOL must be at most 15") };
-        let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), &kernel, &host(&self.bias), T::OWNS_TAPE);
+        let bias_host = host(&self.bias);
+        let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), &kernel, &bias_host, T::OWNS_TAPE);
         let out = x.device().try_tensor_from_vec(y, (b, hp, wp, Const::<OUT>))?;
         if let Some(saved) = saved {
             let (x, weight, bias, out) = (x.clone(), self.weight.clone(), self.bias.clone(), out.clone());
@@ -414,7 +413,7 @@ where
                 let mut gk = std::mem::take(&mut **grads.get_or_alloc_mut(&weight)?);
                 let mut gb = std::mem::take(&mut **grads.get_or_alloc_mut(&bias)?);
                 let gx = if input_grad { Some(&mut grads.get_or_alloc_mut(&x)?[..]) } else { None };
-                conv_relu_pool_backward(&g, &saved, &gout, &kernel, &mut gk, &mut gb, gx);
+                conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias_host, &mut gk, &mut gb, gx);
                 **grads.get_or_alloc_mut(&weight)? = gk;
                 **grads.get_or_alloc_mut(&bias)? = gb;
                 **grads.get_or_alloc_mut(&out)? = gout;
