@@ -57,12 +57,21 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--models", default="linear,mlp,cnn")
     p.add_argument("--json-out", type=Path, help="also write all measurements to this file")
+    p.add_argument("--from-json", type=Path, help="print the table of a run saved with --json-out")
     args = p.parse_args()
+    if args.from_json:
+        report(json.loads(args.from_json.read_text()))
+        return
     models = [m for m in args.models.split(",") if m]
-    cores = os.cpu_count()
-
-    peak = run_json([OURS, "--peak", "--json"])["gemm_gflops"]
-    rows, raw = [], {"date": str(datetime.date.today()), "cpu": cpu_model(), "cores": cores, "runs": []}
+    raw = {
+        "date": str(datetime.date.today()),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ghz": cpu_ghz(),
+        "epochs": args.epochs,
+        "peak_gflops": run_json([OURS, "--peak", "--json"])["gemm_gflops"],
+        "runs": [],
+    }
     for model in models:
         common = ["--model", model, "--epochs", str(args.epochs), "--batch-size", str(BATCH[model])]
         print(f"… {model}: ours", file=sys.stderr, flush=True)
@@ -72,35 +81,48 @@ def main():
             print(f"… {model}: Keras", file=sys.stderr, flush=True)
             keras = run_json([KERAS_PY, ROOT / "scripts" / "bench_keras.py", *common, "--data", ours["data"]])
         raw["runs"].append({"ours": ours, "keras": keras})
-        rows.append((model, ours, keras))
-
-    print(f"Fashion-MNIST benchmark, {raw['date']}: {raw['cpu']}, {cores} cores; "
-          f"{args.epochs} epochs, Adam 1e-3, data {rows[0][1]['data']}")
-    if args.keras and rows[0][2]:
-        print(f"ours: {rows[0][1]['framework']}; Keras: {rows[0][2]['framework']}")
-    header = f"{'model':7} {'figure':26} {'ours':>15} {'Keras':>15} {'ours/Keras':>10} {'target':>8}"
-    print(header)
-    print("-" * len(header))
-    for model, ours, keras in rows:
-        k = keras or {}
-        table = [
-            ("epoch s (min / median)", fmt_s, "epoch_seconds", statistics.median, TARGETS["epoch"][model]),
-            ("predict 10k s (min / med)", fmt_s, "predict_seconds", statistics.median, TARGETS["predict"]),
-            ("peak RSS MB", "{:.0f}".format, "peak_rss_mb", float, TARGETS["rss"]),
-            ("test accuracy", "{:.4f}".format, "test_accuracy", None, None),
-        ]
-        for name, show, key, summary, target in table:
-            ratio = summary(ours[key]) / summary(k[key]) if k and summary else None
-            print(f"{model:7} {name:26} {show(ours[key]):>15} {show(k[key]) if k else '':>15} "
-                  f"{f'{ratio:.3f}' if ratio else '':>10} {verdict(ratio, target):>8}")
-    for model, ours, _ in rows:
-        if model == "mlp":
-            achieved = MLP_GFLOP / statistics.median(ours["epoch_seconds"])
-            print(f"MLP training: {MLP_GFLOP:.1f} GFLOP per epoch → {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of "
-                  f"this machine's peak, {peak:.1f} GFLOP/s (a 2048³ matrix product, same library, {cores} cores; "
-                  f"CPU clock {cpu_ghz():.2f} GHz as reported)")
     if args.json_out:
         args.json_out.write_text(json.dumps(raw, indent=1))
+    report(raw)
+
+
+def report(raw):
+    runs = raw["runs"]
+    print(f"Fashion-MNIST benchmark, {raw['date']}: {raw['cpu']}, {raw['cores']} cores; "
+          f"{raw['epochs']} epochs, Adam 1e-3, data {runs[0]['ours']['data']}")
+    if runs[0]["keras"]:
+        print(f"ours: {runs[0]['ours']['framework']}; Keras: {runs[0]['keras']['framework']}")
+    header = f"{'model':7} {'figure':26} {'ours':>15} {'Keras':>15} {'ours/Keras':>15} {'target':>8}"
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        ours, k = run["ours"], run["keras"] or {}
+        model = ours["model"]
+        table = [
+            ("epoch s (min / median)", fmt_s, "epoch_seconds", TARGETS["epoch"][model]),
+            ("predict 10k s (min / med)", fmt_s, "predict_seconds", TARGETS["predict"]),
+            ("peak RSS MB", "{:.0f}".format, "peak_rss_mb", TARGETS["rss"]),
+            ("test accuracy", "{:.4f}".format, "test_accuracy", None),
+        ]
+        for name, show, key, target in table:
+            ratios = None
+            if k and target is not None:
+                if isinstance(ours[key], list):
+                    # Of the minima and of the medians: the machine is shared, so both are shown and
+                    # the target counts as met only when both meet it.
+                    ratios = (min(ours[key]) / min(k[key]), statistics.median(ours[key]) / statistics.median(k[key]))
+                else:
+                    ratios = (ours[key] / k[key],)
+            shown = " / ".join(f"{r:.3f}" for r in ratios) if ratios else ""
+            print(f"{model:7} {name:26} {show(ours[key]):>15} {show(k[key]) if k else '':>15} "
+                  f"{shown:>15} {verdict(max(ratios) if ratios else None, target):>8}")
+    peak = raw["peak_gflops"]
+    for run in runs:
+        if run["ours"]["model"] == "mlp":
+            achieved = MLP_GFLOP / statistics.median(run["ours"]["epoch_seconds"])
+            print(f"MLP training: {MLP_GFLOP:.1f} GFLOP per epoch → {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of "
+                  f"this machine's peak, {peak:.1f} GFLOP/s (a 2048³ matrix product, same library, {raw['cores']} "
+                  f"cores; CPU clock {raw['ghz']:.2f} GHz as reported)")
 
 
 def verdict(ratio, target):
