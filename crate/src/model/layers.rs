@@ -2,7 +2,7 @@
 //! operations that work on stable Rust — gather, reshape, matmul, slice, max — so autodiff, the
 //! optimizers and safetensors see them like any dfdx module.
 //!
-//! Two layers have their own CPU kernels (see [`super::kernels`]) because they are where training
+//! Two layers have their own CPU kernels (`crate/src/model/kernels.rs`) because they are where training
 //! time goes: [`Linear`] (dfdx's, plus skipping the gradient of the network's input) and
 //! [`ConvReluPool`] (convolution + ReLU + max-pool in one pass, the CNN's blocks). Their results are
 //! tested against dfdx's `Linear` and against `(Conv2d, ReLU, MaxPool2d)` built from dfdx ops.
@@ -337,9 +337,10 @@ fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
 /// `Conv2D(OUT, K, activation="relu")` followed by `MaxPooling2D(POOL)`. Parameters and their layout are
 /// those of [`Conv2d`] (kernel `(K, K, IN, OUT)`, bias `(OUT,)`).
 ///
-/// On the CPU the three steps run as one kernel: im2col + one matrix product per chunk of images, then
-/// ReLU and pooling in the same pass, remembering for backward only which input each pooled value came
-/// from. With the `cuda` feature it is `MaxPool2d(relu(Conv2d(x)))` from dfdx ops.
+/// On the CPU the three steps run as one kernel per group of images and core: the convolution (Winograd
+/// F(2×2, 3×3) for 3×3 "same" kernels over several channels, otherwise im2col + one matrix product), then
+/// bias, ReLU and pooling in one pass; backward finds each window's maximum again. With the `cuda`
+/// feature it is `MaxPool2d(relu(Conv2d(x)))` from dfdx ops.
 #[derive(Debug, Clone)]
 pub struct ConvReluPool<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E: Dtype, D: Storage<E>> {
     /// Shape `(K, K, IN, OUT)`.
