@@ -11,8 +11,8 @@
 //! `--keras`, the same models in Keras, alternating, and prints the ratios.
 use std::time::Instant;
 
+use fashion::model::WithNetwork;
 use fashion::prelude::*;
-use fashion::train::Verbosity;
 
 /// Multiply-adds per image of the MLP's two weight matrices (784×128 + 128×10): a training step costs
 /// 6 FLOP per weight and image (2 forward, 4 backward), so an epoch is 6 × 101,632 × 60,000 ≈ 37 GFLOP.
@@ -51,19 +51,40 @@ fn run() -> fashion::Result<()> {
         return Ok(());
     }
     let arch: Arch = arg(&args, "--model", Arch::Mlp);
-    let epochs: usize = arg(&args, "--epochs", 5);
-    let default_batch = if arch == Arch::Cnn { 64 } else { 32 };
-    let batch_size: usize = arg(&args, "--batch-size", default_batch);
-    let repeats: usize = arg(&args, "--predict-repeats", 5);
-    let seed: u64 = arg(&args, "--seed", 42);
+    let bench = Bench {
+        epochs: arg(&args, "--epochs", 5),
+        batch_size: arg(&args, "--batch-size", arch.batch_size()),
+        repeats: arg(&args, "--predict-repeats", 5),
+        seed: arg(&args, "--seed", 42),
+        json,
+    };
+    arch.run(bench)
+}
 
+struct Bench {
+    epochs: usize,
+    batch_size: usize,
+    repeats: usize,
+    seed: u64,
+    json: bool,
+}
+
+impl WithNetwork for Bench {
+    type Output = fashion::Result<()>;
+    fn run<N: Network>(self, arch: Arch) -> fashion::Result<()> {
+        measure::<N>(arch, self)
+    }
+}
+
+fn measure<N: Network>(arch: Arch, Bench { epochs, batch_size, repeats, seed, json }: Bench) -> fashion::Result<()> {
     let data = load_data()?;
     let x = data.train.normalized();
     let tx = data.test.normalized();
-    let mut model = Model::new(arch, seed)?;
+    let mut model = Model::<N>::new(seed)?.named(arch.name());
     model.verbosity = Verbosity::Silent;
-    model.compile(Optimizer::Adam { learning_rate: 1e-3 });
-    let history = model.fit(&x, &data.train.labels, epochs, batch_size, None)?;
+    model.compile(Adam { learning_rate: 1e-3 });
+    let options = FitOptions { epochs, batch_size, verbose: Verbosity::Silent, ..Default::default() };
+    let history = model.fit(&x, &data.train.labels, options)?;
     let accuracy = model.evaluate(&tx, &data.test.labels)?.accuracy;
 
     model.predict(&tx)?; // warm-up, as on the Keras side

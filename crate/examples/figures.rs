@@ -7,9 +7,9 @@ fn main() -> fashion::Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "runs/figures".into());
     let data = load_data()?.subset(6000, 10000);
     let (x, tx) = (data.train.normalized(), data.test.normalized());
-    let mut m = Model::new(Arch::Mlp, 42)?;
-    m.compile(Optimizer::default());
-    let h = m.fit(&x, &data.train.labels, 2, 32, Some((&tx, &data.test.labels)))?;
+    let mut m = Model::<MlpArch>::new(42)?;
+    m.compile(Adam::default());
+    let h = m.fit(&x, &data.train.labels, FitOptions { epochs: 2, validation_split: 0.1, ..Default::default() })?;
     let p = m.predict(&tx)?;
     let cm = ConfusionMatrix::from_probabilities(&data.test.labels, &p)?;
     let first = data.train.images.index_axis(Axis(0), 0);

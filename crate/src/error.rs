@@ -120,7 +120,7 @@ pub enum Error {
     /// A weights file that does not fit the model it is loaded into.
     #[error(
         "{path}: these weights do not fit the `{model}` model: {reason}. \
-         Fix: load them into the architecture they were trained with (`--model`)"
+         Fix: load them into the network type they were trained with (`--model` in the terminal)"
     )]
     WeightsMismatch {
         path: PathBuf,
@@ -139,6 +139,15 @@ pub enum Error {
     /// The compute device reported an error (out of memory, CUDA failure, …).
     #[error("device error: {0}")]
     Device(String),
+
+    /// A network type whose layers do not fit the images (a shape the compiler cannot check, such as
+    /// the `N` of `Flatten<N>`).
+    #[error("the network {network} does not fit (batch, 28, 28) images: {reason}")]
+    Network { network: String, reason: String },
+
+    /// Building a table failed.
+    #[error("table: {0}")]
+    Table(#[from] polars::prelude::PolarsError),
 }
 
 impl Error {

@@ -7,6 +7,7 @@
 //! | import and preprocess the data | [`data`] |
 //! | build the model (typed shapes) | [`model`] |
 //! | compile, fit, evaluate, predict | [`train`] |
+//! | the CPU kernels the layers run on | `kernels` (internal) |
 //! | confusion matrix, per-class metrics | [`metrics`] |
 //! | figures | [`plot`] |
 //! | inline display in Jupyter (evcxr) | [`display`] |
@@ -16,6 +17,8 @@
 pub mod data;
 pub mod display;
 pub mod error;
+#[cfg(not(feature = "cuda"))]
+mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod plot;
@@ -51,8 +54,11 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::metrics::compare;
     pub use crate::param;
-    pub use crate::model::{Arch, CnnArch, DeepMlpArch, Dev, Images, LinearArch, Logits, MlpArch};
-    pub use crate::train::{Evaluation, History, Loss, Metric, Model, Optimizer, Verbosity};
+    pub use crate::model::{
+        AddChannel, Arch, CnnArch, ConvReluPool, DeepMlpArch, Dev, DropoutOneIn, Flatten, Images, Linear, LinearArch,
+        Logits, MlpArch, Network, ReLU,
+    };
+    pub use crate::train::{Adam, Evaluation, FitOptions, History, Model, Optimizer, Sgd, Verbosity};
     pub use crate::display::{EvcxrDisplay, Figure, Html, Table};
     pub use crate::metrics::ConfusionMatrix;
     pub use crate::plot;

@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use fashion::data::{self, shape_str, CLASS_NAMES};
-use fashion::model::Arch;
-use fashion::train::{Model, Optimizer};
+use fashion::model::{Arch, Network, WithNetwork};
+use fashion::train::{Adam, FitOptions, Model, Optimizer, Sgd};
 use fashion::{plot, Result};
 
 #[derive(Parser)]
@@ -21,6 +21,31 @@ use fashion::{plot, Result};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// linear, mlp, deep or cnn.
+    #[arg(long, default_value = "mlp")]
+    model: Arch,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Images per gradient step (default: 64 for cnn, 32 for the others).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// adam or sgd.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Train on the first N training images only (quick runs).
+    #[arg(long)]
+    train_subset: Option<usize>,
+    #[arg(long, default_value = "runs/model")]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -33,28 +58,7 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Train a model, evaluate it on the test set, save weights, history and figures in --out.
-    Train {
-        /// linear, mlp, deep or cnn.
-        #[arg(long, default_value = "mlp")]
-        model: Arch,
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-        /// Learning rate.
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        /// adam or sgd.
-        #[arg(long, default_value = "adam")]
-        optimizer: String,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Train on the first N training images only (quick runs).
-        #[arg(long)]
-        train_subset: Option<usize>,
-        #[arg(long, default_value = "runs/model")]
-        out: PathBuf,
-    },
+    Train(TrainArgs),
     /// Print the test loss and accuracy of saved weights.
     Evaluate {
         #[arg(long)]
@@ -99,79 +103,104 @@ fn run(cli: Cli) -> Result<()> {
             data::download(&dir)?;
             println!("Fashion-MNIST verified in {}", dir.display());
         }
-        Command::Train {
-            model,
-            epochs,
-            batch_size,
-            lr,
-            optimizer,
-            seed,
-            train_subset,
-            out,
-        } => {
-            let optimizer = match optimizer.as_str() {
-                "adam" => Optimizer::Adam { learning_rate: lr },
-                "sgd" => Optimizer::Sgd { learning_rate: lr, momentum: None },
-                other => {
-                    return Err(fashion::Error::InvalidArgument(format!("unknown optimizer `{other}`: adam or sgd")))
-                }
-            };
-            let d = data::load_data()?;
-            println!("Data: {}", d.source.display());
-            let train = match train_subset {
-                Some(n) => d.train.take(n),
-                None => d.train.clone(),
-            };
-            let (x, y) = (train.normalized(), &train.labels);
-            let (tx, ty) = (d.test.normalized(), &d.test.labels);
-            let mut m = Model::new(model, seed)?;
-            println!("{}\n", m.summary());
-            m.compile(optimizer);
-            let history = m.fit(&x, y, epochs, batch_size, Some((&tx, ty)))?;
-            let test = m.evaluate(&tx, ty)?;
-            println!("Test accuracy: {:.4}", test.accuracy);
-            println!("Test loss: {:.4}", test.loss);
-            std::fs::create_dir_all(&out).map_err(|e| fashion::Error::Io { path: out.clone(), source: e })?;
-            history.write_csv(out.join("history.csv"))?;
-            m.save(out.join("model.safetensors"))?;
-            let probs = m.predict(&tx)?;
-            plot::prediction_grid(&d.test, &probs, 10, 10, seed)?.save(out.join("predictions.png"))?;
-            plot::training_curves(&[(model.name(), &history)])?.save(out.join("curves.png"))?;
-            let cm = fashion::metrics::ConfusionMatrix::from_probabilities(ty, &probs)?;
-            plot::confusion_matrix(&cm)?.save(out.join("confusion.png"))?;
-            println!(
-                "Wrote {}/{{history.csv, model.safetensors, predictions.png, curves.png, confusion.png}}",
-                out.display()
-            );
-        }
-        Command::Evaluate { model, weights } => {
-            let d = data::load_data()?;
-            let m = Model::load(model, &weights)?;
-            let test = m.evaluate(&d.test.normalized(), &d.test.labels)?;
-            println!("Test accuracy: {:.4}", test.accuracy);
-            println!("Test loss: {:.4}", test.loss);
-        }
-        Command::Predict { model, weights, index } => {
-            let d = data::load_data()?;
-            if index >= d.test.len() {
-                return Err(fashion::Error::InvalidArgument(format!(
-                    "--index {index} is past the {} test images",
-                    d.test.len()
-                )));
-            }
-            let m = Model::load(model, &weights)?;
-            let image = d.test.select(&[index])?.normalized();
-            let p = m.predict(&image)?;
-            let k = fashion::train::argmax(p.row(0).as_slice().unwrap_or(&[]));
-            let truth = d.test.labels[index] as usize;
-            println!(
-                "Test image {index}: predicted {} ({:.1}%), true class {}{}",
-                CLASS_NAMES[k],
-                100.0 * p[[0, k]],
-                CLASS_NAMES[truth],
-                if k == truth { "" } else { " - wrong" }
-            );
-        }
+        Command::Train(args) => args.model.run(args)?,
+        Command::Evaluate { model, weights } => model.run(Evaluate { weights })?,
+        Command::Predict { model, weights, index } => model.run(Predict { weights, index })?,
     }
     Ok(())
+}
+
+impl WithNetwork for TrainArgs {
+    type Output = Result<()>;
+    fn run<N: Network>(self, arch: Arch) -> Result<()> {
+        let optimizer: Optimizer = match self.optimizer.as_str() {
+            "adam" => Adam { learning_rate: self.lr }.into(),
+            "sgd" => Sgd { learning_rate: self.lr, momentum: 0.0 }.into(),
+            other => return Err(fashion::Error::InvalidArgument(format!("unknown optimizer `{other}`: adam or sgd"))),
+        };
+        let d = data::load_data()?;
+        println!("Data: {}", d.source.display());
+        let train = match self.train_subset {
+            Some(n) => d.train.take(n),
+            None => d.train.clone(),
+        };
+        let (x, y) = (train.normalized(), &train.labels);
+        let (tx, ty) = (d.test.normalized(), &d.test.labels);
+        let mut m = Model::<N>::new(self.seed)?.named(arch.name());
+        println!("{}\n", m.summary());
+        m.compile(optimizer);
+        let options = FitOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size.unwrap_or(arch.batch_size()),
+            validation_data: Some((&tx, ty)),
+            ..Default::default()
+        };
+        let history = m.fit(&x, y, options)?;
+        let test = m.evaluate(&tx, ty)?;
+        println!("Test accuracy: {:.4}", test.accuracy);
+        println!("Test loss: {:.4}", test.loss);
+        let out = self.out;
+        std::fs::create_dir_all(&out).map_err(|e| fashion::Error::Io { path: out.clone(), source: e })?;
+        history.write_csv(out.join("history.csv"))?;
+        m.save(out.join("model.safetensors"))?;
+        let probs = m.predict(&tx)?;
+        plot::prediction_grid(&d.test, &probs, 10, 10, self.seed)?.save(out.join("predictions.png"))?;
+        plot::training_curves(&[(arch.name(), &history)])?.save(out.join("curves.png"))?;
+        let cm = fashion::metrics::ConfusionMatrix::from_probabilities(ty, &probs)?;
+        plot::confusion_matrix(&cm)?.save(out.join("confusion.png"))?;
+        println!(
+            "Wrote {}/{{history.csv, model.safetensors, predictions.png, curves.png, confusion.png}}",
+            out.display()
+        );
+        Ok(())
+    }
+}
+
+struct Evaluate {
+    weights: PathBuf,
+}
+
+impl WithNetwork for Evaluate {
+    type Output = Result<()>;
+    fn run<N: Network>(self, arch: Arch) -> Result<()> {
+        let d = data::load_data()?;
+        let mut m = Model::<N>::new(0)?.named(arch.name());
+        m.load_weights(&self.weights)?;
+        let test = m.evaluate(&d.test.normalized(), &d.test.labels)?;
+        println!("Test accuracy: {:.4}", test.accuracy);
+        println!("Test loss: {:.4}", test.loss);
+        Ok(())
+    }
+}
+
+struct Predict {
+    weights: PathBuf,
+    index: usize,
+}
+
+impl WithNetwork for Predict {
+    type Output = Result<()>;
+    fn run<N: Network>(self, arch: Arch) -> Result<()> {
+        let (d, index) = (data::load_data()?, self.index);
+        if index >= d.test.len() {
+            return Err(fashion::Error::InvalidArgument(format!(
+                "--index {index} is past the {} test images",
+                d.test.len()
+            )));
+        }
+        let mut m = Model::<N>::new(0)?.named(arch.name());
+        m.load_weights(&self.weights)?;
+        let image = d.test.select(&[index])?.normalized();
+        let p = m.predict(&image)?;
+        let k = fashion::train::argmax(p.row(0).as_slice().unwrap_or(&[]));
+        let truth = d.test.labels[index] as usize;
+        println!(
+            "Test image {index}: predicted {} ({:.1}%), true class {}{}",
+            CLASS_NAMES[k],
+            100.0 * p[[0, k]],
+            CLASS_NAMES[truth],
+            if k == truth { "" } else { " - wrong" }
+        );
+        Ok(())
+    }
 }

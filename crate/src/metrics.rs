@@ -6,7 +6,7 @@ use polars::prelude::*;
 
 use crate::data::{CLASS_NAMES, NUM_CLASSES};
 use crate::error::{Error, Result};
-use crate::train::{argmax, History};
+use crate::train::{argmax, EpochLog, History};
 
 /// Counts of (true class, predicted class) pairs: `counts[[t, p]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl ConfusionMatrix {
             "recall" => r,
             "f1" => f1,
         )
-        .map_err(polars_err)
+        .map_err(Error::from)
     }
 }
 
@@ -121,7 +121,7 @@ pub fn confident_mistakes(labels: &Array1<u8>, probs: &Array2<f32>, n: usize) ->
 /// seconds_per_epoch` (from the last epoch of each history).
 pub fn compare(runs: &[(&str, &History)]) -> Result<DataFrame> {
     let last = |h: &History| h.last().copied();
-    let col = |f: fn(&crate::train::EpochLog) -> Option<f64>| {
+    let col = |f: fn(&EpochLog) -> Option<f64>| {
         runs.iter().map(|(_, h)| last(h).and_then(|e| f(&e))).collect::<Vec<_>>()
     };
     df!(
@@ -135,35 +135,7 @@ pub fn compare(runs: &[(&str, &History)]) -> Result<DataFrame> {
             .map(|(_, h)| (!h.epochs.is_empty()).then(|| h.epochs.iter().map(|e| e.seconds).sum::<f64>() / h.epochs.len() as f64))
             .collect::<Vec<_>>(),
     )
-    .map_err(polars_err)
-}
-
-pub(crate) fn polars_err(e: PolarsError) -> Error {
-    Error::InvalidArgument(format!("table: {e}"))
-}
-
-impl History {
-    /// Shows the history as a table when it ends a notebook cell.
-    pub fn evcxr_display(&self) {
-        match self.to_dataframe() {
-            Ok(df) => crate::display::Table(df).evcxr_display(),
-            Err(e) => eprintln!("{e}"),
-        }
-    }
-
-    /// The history as a polars DataFrame (columns [`History::COLUMNS`]; validation columns null when absent).
-    pub fn to_dataframe(&self) -> Result<DataFrame> {
-        let col = |f: fn(&crate::train::EpochLog) -> Option<f64>| self.epochs.iter().map(f).collect::<Vec<_>>();
-        df!(
-            "epoch" => self.epochs.iter().map(|e| e.epoch as u32).collect::<Vec<_>>(),
-            "loss" => col(|e| Some(e.loss)),
-            "accuracy" => col(|e| Some(e.accuracy)),
-            "val_loss" => col(|e| e.val_loss),
-            "val_accuracy" => col(|e| e.val_accuracy),
-            "seconds" => col(|e| Some(e.seconds)),
-        )
-        .map_err(polars_err)
-    }
+    .map_err(Error::from)
 }
 
 #[cfg(test)]
@@ -201,21 +173,10 @@ mod tests {
     }
 
     #[test]
-    fn history_dataframe_has_nulls_without_validation() {
+    fn compare_has_a_row_per_run() {
         let h = History {
-            epochs: vec![crate::train::EpochLog {
-                epoch: 1,
-                loss: 0.5,
-                accuracy: 0.8,
-                val_loss: None,
-                val_accuracy: None,
-                seconds: 1.0,
-            }],
+            epochs: vec![EpochLog { epoch: 1, loss: 0.5, accuracy: 0.8, val_loss: None, val_accuracy: None, seconds: 1.0 }],
         };
-        let df = h.to_dataframe().unwrap();
-        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-        assert_eq!(names, History::COLUMNS);
-        assert_eq!(df.column("val_loss").unwrap().null_count(), 1);
         let c = compare(&[("a", &h), ("b", &h)]).unwrap();
         assert_eq!(c.shape(), (2, 6));
         assert_eq!(c.column("accuracy").unwrap().f64().unwrap().get(1), Some(0.8));

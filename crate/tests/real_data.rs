@@ -44,25 +44,27 @@ fn short_real_training_learns_and_reloads_exactly() {
     let d = load_data().unwrap().subset(6000, 2000);
     let (x, y) = (d.train.normalized(), &d.train.labels);
     let (tx, ty) = (d.test.normalized(), &d.test.labels);
-    let mut m = Model::new(Arch::Mlp, 1).unwrap();
+    let mut m = Model::<MlpArch>::new(1).unwrap();
     m.verbosity = Verbosity::Silent;
-    m.compile(Optimizer::Adam { learning_rate: 1e-3 });
-    m.fit(&x, y, 2, 32, None).unwrap();
+    m.compile(Adam { learning_rate: 1e-3 });
+    m.fit(&x, y, FitOptions { epochs: 2, verbose: Verbosity::Silent, ..Default::default() }).unwrap();
     let ev = m.evaluate(&tx, ty).unwrap();
     assert!(ev.accuracy > 0.75, "{ev}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mlp.safetensors");
     m.save(&path).unwrap();
-    assert_eq!(Model::load(Arch::Mlp, &path).unwrap().evaluate(&tx, ty).unwrap(), ev);
+    assert_eq!(Model::<MlpArch>::load(&path).unwrap().evaluate(&tx, ty).unwrap(), ev);
 }
 
-fn floor(arch: Arch, epochs: usize, batch: usize, want: f64) {
+/// Trains the network of `arch` for 10 epochs (seed 42, Adam 1e-3, the guide's batch size) and checks
+/// the test accuracy reaches `want`.
+fn floor<N: Network>(arch: Arch, want: f64) {
     let d = load_data().unwrap();
     let (x, y) = (d.train.normalized(), &d.train.labels);
     let (tx, ty) = (d.test.normalized(), &d.test.labels);
-    let mut m = Model::new(arch, 42).unwrap();
-    m.compile(Optimizer::Adam { learning_rate: 1e-3 });
-    let h = m.fit(&x, y, epochs, batch, Some((&tx, ty))).unwrap();
+    let mut m = Model::<N>::new(42).unwrap();
+    m.compile(Adam { learning_rate: 1e-3 });
+    let h = m.fit(&x, y, FitOptions { epochs: 10, batch_size: arch.batch_size(), ..Default::default() }).unwrap();
     let ev = m.evaluate(&tx, ty).unwrap();
     let secs: Vec<f64> = h.epochs.iter().map(|e| e.seconds).collect();
     println!("{arch}: test accuracy {:.4}, loss {:.4}, seconds per epoch {secs:.2?}", ev.accuracy, ev.loss);
@@ -72,17 +74,17 @@ fn floor(arch: Arch, epochs: usize, batch: usize, want: f64) {
 #[test]
 #[ignore = "slow: full training run (release build recommended)"]
 fn floor_linear_10_epochs() {
-    floor(Arch::Linear, 10, 32, 0.835);
+    floor::<LinearArch>(Arch::Linear, 0.835);
 }
 
 #[test]
 #[ignore = "slow: full training run (release build recommended)"]
 fn floor_mlp_10_epochs() {
-    floor(Arch::Mlp, 10, 32, 0.875);
+    floor::<MlpArch>(Arch::Mlp, 0.875);
 }
 
 #[test]
 #[ignore = "slow: full training run (release build recommended)"]
 fn floor_cnn_10_epochs() {
-    floor(Arch::Cnn, 10, 64, 0.915);
+    floor::<CnnArch>(Arch::Cnn, 0.915);
 }

@@ -23,8 +23,7 @@ use ndarray::{Array1, Array3, Axis};
 
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 
-/// The crate's small seeded generator (for tests and random samples).
-#[cfg(test)]
+/// The crate's small seeded generator (dropout masks, tests).
 pub(crate) fn batch_rng(seed: u64) -> batch::SplitMix64 {
     batch::SplitMix64(seed)
 }
@@ -152,7 +151,7 @@ impl FashionMnist {
             "train" => tr.iter().map(|&c| c as u64).collect::<Vec<u64>>(),
             "test" => te.iter().map(|&c| c as u64).collect::<Vec<u64>>(),
         )
-        .map_err(crate::metrics::polars_err)
+        .map_err(Error::from)
     }
 
     /// Keeps the first `train` training and `test` test samples (for quick runs and tests).
@@ -180,7 +179,7 @@ pub fn class_names_table() -> Result<polars::prelude::DataFrame> {
         "label" => (0..NUM_CLASSES as u32).collect::<Vec<u32>>(),
         "class" => CLASS_NAMES.to_vec(),
     )
-    .map_err(crate::metrics::polars_err)
+    .map_err(Error::from)
 }
 
 /// Pixel values `0..=255` to `f32` in `[0, 1]`: the guide's "divide by 255".

@@ -2,15 +2,19 @@
 //! operations that work on stable Rust — gather, reshape, matmul, slice, max — so autodiff, the
 //! optimizers and safetensors see them like any dfdx module.
 //!
-//! Two layers have their own CPU kernels (`crate/src/model/kernels.rs`) because they are where training
-//! time goes: [`Linear`] (dfdx's, plus skipping the gradient of the network's input) and
-//! [`ConvReluPool`] (convolution + ReLU + max-pool in one pass, the CNN's blocks). Their results are
-//! tested against dfdx's `Linear` and against `(Conv2d, ReLU, MaxPool2d)` built from dfdx ops.
+//! The layers a network is made of — [`Flatten`], [`Linear`], [`ReLU`], [`DropoutOneIn`], [`AddChannel`],
+//! [`ConvReluPool`] — run on the CPU through the non-generic operations of [`super::ops`] and the
+//! kernels of [`crate::kernels`] (convolution + ReLU + max-pool in one pass for the CNN's blocks), so a
+//! network type written in a notebook cell trains at full speed. Their results are tested against dfdx's
+//! `Linear` and against `(Conv2d, ReLU, MaxPool2d)` built from dfdx ops, themselves tested against
+//! naive references. With the `cuda` feature they are dfdx operations.
 //!
 //! Images flow in NHWC layout (batch, height, width, channels), as in Keras.
 
 use dfdx::prelude::*;
 use num_traits::Float;
+#[cfg(not(feature = "cuda"))]
+use super::ops::{self, flat};
 use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 #[cfg(test)]
@@ -31,7 +35,7 @@ pub mod builders {
     pub struct Linear<const I: usize, const O: usize>;
     #[cfg(feature = "cuda")]
     pub use dfdx::nn::builders::Linear;
-    pub use super::{AddChannel, Flatten, MaxPool2d};
+    pub use super::{AddChannel, DropoutOneIn, Flatten, MaxPool2d, ReLU};
 }
 
 /// `Flatten<N>`: `(batch, …)` → `(batch, N)`, like `keras.layers.Flatten`. `N` must be the number of
@@ -68,6 +72,85 @@ impl<B: Dim, H: Dim, W: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tenso
     fn try_forward(&self, x: Tensor<(B, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
         let (b, h, w) = *x.shape();
         x.try_reshape_like(&(b, h, w, Const::<1>))
+    }
+}
+
+/// `ReLU`: `max(x, 0)` element-wise (Keras' `activation="relu"` or `layers.ReLU()`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReLU;
+impl ZeroSizedModule for ReLU {}
+impl NonMutableModule for ReLU {}
+
+#[cfg(not(feature = "cuda"))]
+impl<S: Shape, T: Tape<f32, Cpu>> Module<Tensor<S, f32, Cpu, T>> for ReLU {
+    type Output = Tensor<S, f32, Cpu, T>;
+    type Error = CpuError;
+
+    /// # Shapes
+    /// Any shape, unchanged.
+    fn try_forward(&self, x: Tensor<S, f32, Cpu, T>) -> Result<Self::Output, CpuError> {
+        let (x, mut tape) = x.split_tape();
+        let shape = *x.shape();
+        let (y, backward) = ops::relu(flat(x), T::OWNS_TAPE)?;
+        if let Some(backward) = backward {
+            tape.add_backward_op(backward);
+        }
+        Ok(y.try_reshape_like(&shape)?.put_tape(tape))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tensor<S, E, D, T>> for ReLU {
+    type Output = Tensor<S, E, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<S, E, D, T>) -> Result<Self::Output, D::Err> {
+        x.try_relu()
+    }
+}
+
+/// `DropoutOneIn<N>`: while training, zeroes each value with probability `1/N` and scales the others
+/// by `N/(N-1)`; at inference it does nothing (Keras' `Dropout(1/N)`). `DropoutOneIn<2>` is
+/// `Dropout(0.5)`, `DropoutOneIn<5>` is `Dropout(0.2)`. The mask is drawn from the device's seeded
+/// generator, so a seed still fixes a whole training run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DropoutOneIn<const N: usize>;
+impl<const N: usize> ZeroSizedModule for DropoutOneIn<N> {}
+
+impl<const N: usize, S: Shape, E: Dtype, D: Device<E>> Module<Tensor<S, E, D, NoneTape>> for DropoutOneIn<N> {
+    type Output = Tensor<S, E, D, NoneTape>;
+    type Error = D::Err;
+
+    /// Inference: the identity.
+    fn try_forward(&self, x: Tensor<S, E, D, NoneTape>) -> Result<Self::Output, D::Err> {
+        Ok(x)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+impl<const N: usize, S: Shape> ModuleMut<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>> for DropoutOneIn<N> {
+    type Output = Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>;
+    type Error = CpuError;
+
+    /// # Shapes
+    /// Any shape, unchanged.
+    fn try_forward_mut(&mut self, x: Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>) -> Result<Self::Output, CpuError> {
+        use dfdx::tensor::RandomU64;
+        let (x, mut tape) = x.split_tape();
+        let (shape, seed) = (*x.shape(), x.device().random_u64());
+        let (y, backward) = ops::dropout(flat(x), 1.0 / N as f64, seed)?;
+        tape.add_backward_op(backward);
+        Ok(y.try_reshape_like(&shape)?.put_tape(tape))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<const N: usize, S: Shape, E: Dtype, D: Device<E>> ModuleMut<Tensor<S, E, D, OwnedTape<E, D>>> for DropoutOneIn<N> {
+    type Output = Tensor<S, E, D, OwnedTape<E, D>>;
+    type Error = D::Err;
+
+    fn try_forward_mut(&mut self, x: Tensor<S, E, D, OwnedTape<E, D>>) -> Result<Self::Output, D::Err> {
+        x.try_dropout(1.0 / N as f64)
     }
 }
 
@@ -298,39 +381,15 @@ impl<const I: usize, const O: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B
     /// # Shapes
     /// `(B, I)` → `(B, O)`.
     fn try_forward(&self, x: Tensor<(B, Const<I>), f32, Cpu, T>) -> Result<Self::Output, CpuError> {
-        use super::kernels::{add_column_sums, matmul};
         let (x, mut tape) = x.split_tape();
         let b = x.shape().0;
-        let n = b.size();
-        let x = x.try_reshape_like(&(b, Const::<I>))?; // contiguous (a no-op unless it was a view)
-        let (xs, w) = (host(&x), host(&self.weight));
-        let mut y = host(&self.bias).repeat(n);
-        matmul(n, I, O, &xs, false, &w, true, &mut y, true);
-        let out = x.device().try_tensor_from_vec(y, (b, Const::<O>))?;
-        if T::OWNS_TAPE {
-            let (x, weight, bias, out) = (x.clone(), self.weight.clone(), self.bias.clone(), out.clone());
-            let input_grad = !self.input_is_data;
-            tape.add_backward_op(move |grads| {
-                let g = std::mem::take(&mut **grads.get_or_alloc_mut(&out)?);
-                matmul(O, n, I, &g, true, &xs, false, grads.get_or_alloc_mut(&weight)?, true);
-                add_column_sums(&g, grads.get_or_alloc_mut(&bias)?);
-                if input_grad {
-                    matmul(n, O, I, &g, false, &w, false, grads.get_or_alloc_mut(&x)?, true);
-                }
-                **grads.get_or_alloc_mut(&out)? = g;
-                Ok(())
-            });
+        let (w, bias) = (flat(self.weight.clone()), flat(self.bias.clone()));
+        let (y, backward) = ops::linear(flat(x), b.size(), I, O, w, bias, T::OWNS_TAPE, !self.input_is_data)?;
+        if let Some(backward) = backward {
+            tape.add_backward_op(backward);
         }
-        Ok(out.put_tape(tape))
+        Ok(y.try_reshape_like(&(b, Const::<O>))?.put_tape(tape))
     }
-}
-
-/// The values of a contiguous CPU tensor: one memcpy (dfdx's `as_vec` walks it element by element).
-#[cfg(not(feature = "cuda"))]
-fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut v = vec![0f32; t.shape().num_elements()];
-    t.copy_into(&mut v);
-    v
 }
 
 /// `Conv2d<IN, OUT, K, P>` → ReLU → `POOL×POOL` max-pool (stride `POOL`, floor), as one layer: Keras'
@@ -395,33 +454,17 @@ where
     /// # Shapes
     /// `(B, H, W, IN)` → `(B, (H+2P-K+1)/POOL, (W+2P-K+1)/POOL, OUT)`.
     fn try_forward(&self, x: Tensor<(B, H, W, Const<IN>), f32, Cpu, T>) -> Result<Self::Output, CpuError> {
-        use super::kernels::{conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom};
+        use crate::kernels::conv::ConvGeom;
         let (x, mut tape) = x.split_tape();
         let (b, h, w, _) = *x.shape();
         let g = ConvGeom { h: h.size(), w: w.size(), cin: IN, cout: OUT, k: K, p: P, pool: POOL };
-        let n = b.size();
         let (hp, wp) = g.out_hw();
-        let x = x.try_reshape_like(&(b, h, w, Const::<IN>))?; // contiguous (a no-op unless it was a view)
-        let kernel = host(&self.weight);
-        let bias_host = host(&self.bias);
-        let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), &kernel, &bias_host, T::OWNS_TAPE);
-        let out = x.device().try_tensor_from_vec(y, (b, hp, wp, Const::<OUT>))?;
-        if let Some(saved) = saved {
-            let (x, weight, bias, out) = (x.clone(), self.weight.clone(), self.bias.clone(), out.clone());
-            let input_grad = !self.input_is_data;
-            tape.add_backward_op(move |grads| {
-                let gout = std::mem::take(&mut **grads.get_or_alloc_mut(&out)?);
-                let mut gk = std::mem::take(&mut **grads.get_or_alloc_mut(&weight)?);
-                let mut gb = std::mem::take(&mut **grads.get_or_alloc_mut(&bias)?);
-                let gx = if input_grad { Some(&mut grads.get_or_alloc_mut(&x)?[..]) } else { None };
-                conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias_host, &mut gk, &mut gb, gx);
-                **grads.get_or_alloc_mut(&weight)? = gk;
-                **grads.get_or_alloc_mut(&bias)? = gb;
-                **grads.get_or_alloc_mut(&out)? = gout;
-                Ok(())
-            });
+        let (kernel, bias) = (flat(self.weight.clone()), flat(self.bias.clone()));
+        let (y, backward) = ops::conv_relu_pool(flat(x), g, b.size(), kernel, bias, T::OWNS_TAPE, !self.input_is_data)?;
+        if let Some(backward) = backward {
+            tape.add_backward_op(backward);
         }
-        Ok(out.put_tape(tape))
+        Ok(y.try_reshape_like(&(b, hp, wp, Const::<OUT>))?.put_tape(tape))
     }
 }
 

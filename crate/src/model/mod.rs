@@ -8,19 +8,23 @@
 //!     layers.Dense(10)])                            Linear<128, 10>);
 //! ```
 //!
-//! A layer that does not fit its neighbour (say `Linear<784, 128>` followed by `Linear<64, 10>`) is a
-//! *compile* error, not a run-time one. The four architectures are chosen by one enum, [`Arch`].
+//! Any tuple of the layers in [`layers`] (nested tuples too, up to six elements each) that takes
+//! `(batch, 28, 28)` images and gives `(batch, 10)` logits is a network: [`Model<N>`](crate::train::Model)
+//! trains it. A layer that does not fit its neighbour (say `Linear<784, 128>` followed by
+//! `Linear<64, 10>`) is a *compile* error, not a run-time one. The four networks of the guide are the
+//! type aliases below; [`Arch`] names them for the command line.
 
-#[cfg(not(feature = "cuda"))]
-mod kernels;
 pub mod layers;
+#[cfg(not(feature = "cuda"))]
+pub(crate) mod ops;
+mod summary;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use dfdx::nn::builders::{DropoutOneIn, ReLU};
 use dfdx::prelude::*;
-pub use layers::builders::{AddChannel, Conv2d, ConvReluPool, Flatten, Linear, MaxPool2d};
+pub use layers::builders::{AddChannel, Conv2d, ConvReluPool, DropoutOneIn, Flatten, Linear, MaxPool2d, ReLU};
+pub use summary::{group_thousands, Layer, LayerInfo, Rows, Summary};
 
 use crate::error::Error;
 
@@ -31,8 +35,8 @@ pub type Dev = AutoDevice;
 pub type Images<T = NoneTape> = Tensor<(usize, Const<28>, Const<28>), f32, Dev, T>;
 /// The models' output: one logit per class, `(batch, 10)`.
 pub type Logits<T = NoneTape> = Tensor<(usize, Const<10>), f32, Dev, T>;
-/// The built (parameter-holding) model of an architecture.
-pub type Built<A> = <A as BuildOnDevice<Dev, f32>>::Built;
+/// The built (parameter-holding) model of a network type.
+pub type Built<N> = <N as BuildOnDevice<Dev, f32>>::Built;
 
 /// Linear classifier (softmax regression): 784 → 10. 7,850 parameters.
 pub type LinearArch = (Flatten<784>, Linear<784, 10>);
@@ -64,13 +68,68 @@ pub type CnnArch = (
     Linear<128, 10>,
 );
 
-/// Which architecture: the one switch between the four models.
+/// What a network type must be for [`Model`](crate::train::Model) to build and train it: a builder whose
+/// built module maps [`Images`] to [`Logits`] (with and without a gradient tape), holds `f32` tensors on
+/// [`Dev`], and describes its layers ([`Layer`]). Every tuple of this crate's layers that fits together
+/// is one; a shape mistake inside it is a compile error.
+pub trait Network: BuildOnDevice<Dev, f32, Built = Self::Net> + 'static {
+    /// The built module (weights included).
+    type Net: Layer
+        + TensorCollection<f32, Dev, To<f32, Dev> = Self::Net>
+        + Module<Images, Output = Logits, Error = <Dev as HasErr>::Err>
+        + ModuleMut<Images<OwnedTape<f32, Dev>>, Output = Logits<OwnedTape<f32, Dev>>, Error = <Dev as HasErr>::Err>
+        + Clone
+        + Send
+        + Sync;
+}
+
+impl<N, M> Network for N
+where
+    N: BuildOnDevice<Dev, f32, Built = M> + 'static,
+    M: Layer
+        + TensorCollection<f32, Dev, To<f32, Dev> = M>
+        + Module<Images, Output = Logits, Error = <Dev as HasErr>::Err>
+        + ModuleMut<Images<OwnedTape<f32, Dev>>, Output = Logits<OwnedTape<f32, Dev>>, Error = <Dev as HasErr>::Err>
+        + Clone
+        + Send
+        + Sync,
+{
+    type Net = M;
+}
+
+/// The readable form of a type's name: `fashion::model::layers::builders::Linear<784, 128>` →
+/// `Linear<784, 128>`.
+pub fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut word = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or(""));
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(word.rsplit("::").next().unwrap_or(""));
+    out
+}
+
+/// The guide's four networks by name, for the command line and the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
     Linear,
     Mlp,
     DeepMlp,
     Cnn,
+}
+
+/// Something to do with a network type chosen at run time: [`Arch::run`] calls `run::<N>()` with the
+/// type the name stands for.
+pub trait WithNetwork {
+    type Output;
+    fn run<N: Network>(self, arch: Arch) -> Self::Output;
 }
 
 impl Arch {
@@ -86,52 +145,22 @@ impl Arch {
         }
     }
 
-    /// The dfdx type of the architecture, as written in this module.
-    pub fn type_name(self) -> &'static str {
+    /// Runs `job` with the network type of this name.
+    pub fn run<W: WithNetwork>(self, job: W) -> W::Output {
         match self {
-            Arch::Linear => "(Flatten<784>, Linear<784, 10>)",
-            Arch::Mlp => "(Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>)",
-            Arch::DeepMlp => {
-                "(Flatten<784>, (Linear<784, 512>, ReLU), (Linear<512, 256>, ReLU), (Linear<256, 128>, ReLU), Linear<128, 10>)"
-            }
-            Arch::Cnn => {
-                "(AddChannel, ConvReluPool<1, 32, 3, 1, 2>, ConvReluPool<32, 64, 3, 1, 2>, Flatten<3136>, (Linear<3136, 128>, ReLU, DropoutOneIn<2>), Linear<128, 10>)"
-            }
+            Arch::Linear => job.run::<LinearArch>(self),
+            Arch::Mlp => job.run::<MlpArch>(self),
+            Arch::DeepMlp => job.run::<DeepMlpArch>(self),
+            Arch::Cnn => job.run::<CnnArch>(self),
         }
     }
 
-    /// Layers in Keras' `summary()` terms: name, output shape (`None` = batch), parameter count.
-    pub fn layers(self) -> Vec<LayerInfo> {
-        let dense = |name: &str, i: usize, o: usize| LayerInfo::new(name, "Dense", vec![o], i * o + o);
-        let relu = |name: &str, shape: Vec<usize>| LayerInfo::new(name, "ReLU", shape, 0);
-        let flatten = |n: usize| LayerInfo::new("flatten", "Flatten", vec![n], 0);
-        match self {
-            Arch::Linear => vec![flatten(784), dense("dense", 784, 10)],
-            Arch::Mlp => vec![flatten(784), dense("dense", 784, 128), relu("re_lu", vec![128]), dense("dense_1", 128, 10)],
-            Arch::DeepMlp => vec![
-                flatten(784),
-                dense("dense", 784, 512),
-                relu("re_lu", vec![512]),
-                dense("dense_1", 512, 256),
-                relu("re_lu_1", vec![256]),
-                dense("dense_2", 256, 128),
-                relu("re_lu_2", vec![128]),
-                dense("dense_3", 128, 10),
-            ],
-            Arch::Cnn => vec![
-                LayerInfo::new("add_channel", "AddChannel", vec![28, 28, 1], 0),
-                LayerInfo::new("conv2d", "Conv2D", vec![28, 28, 32], 3 * 3 * 32 + 32),
-                relu("re_lu", vec![28, 28, 32]),
-                LayerInfo::new("max_pooling2d", "MaxPooling2D", vec![14, 14, 32], 0),
-                LayerInfo::new("conv2d_1", "Conv2D", vec![14, 14, 64], 3 * 3 * 32 * 64 + 64),
-                relu("re_lu_1", vec![14, 14, 64]),
-                LayerInfo::new("max_pooling2d_1", "MaxPooling2D", vec![7, 7, 64], 0),
-                flatten(3136),
-                dense("dense", 3136, 128),
-                relu("re_lu_2", vec![128]),
-                LayerInfo::new("dropout", "Dropout", vec![128], 0),
-                dense("dense_1", 128, 10),
-            ],
+    /// The batch size the guide trains this network with (the CNN: 64, the others: Keras' 32).
+    pub fn batch_size(self) -> usize {
+        if self == Arch::Cnn {
+            64
+        } else {
+            32
         }
     }
 }
@@ -157,89 +186,12 @@ impl FromStr for Arch {
     }
 }
 
-/// One row of a model summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerInfo {
-    pub name: String,
-    pub kind: &'static str,
-    /// Output shape without the batch dimension.
-    pub output: Vec<usize>,
-    pub params: usize,
-}
-
-impl LayerInfo {
-    fn new(name: &str, kind: &'static str, output: Vec<usize>, params: usize) -> Self {
-        LayerInfo {
-            name: name.to_string(),
-            kind,
-            output,
-            params,
-        }
-    }
-
-    /// Keras' notation, e.g. `(None, 13, 13, 32)`.
-    pub fn output_shape(&self) -> String {
-        let dims: Vec<String> = self.output.iter().map(|d| d.to_string()).collect();
-        format!("(None, {})", dims.join(", "))
-    }
-}
-
-/// Keras' `model.summary()`: the layers, their output shapes and parameter counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub arch: Arch,
-    pub layers: Vec<LayerInfo>,
-    /// Counted from the built model's tensors (not from the table).
-    pub total_params: usize,
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let line = "─".repeat(66);
-        writeln!(f, "Model: \"{}\"", self.arch.name())?;
-        writeln!(f, "{line}")?;
-        writeln!(f, "{:<34}{:<22}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
-        writeln!(f, "{}", "═".repeat(66))?;
-        for l in &self.layers {
-            writeln!(
-                f,
-                "{:<34}{:<22}{:>10}",
-                format!("{} ({})", l.name, l.kind),
-                l.output_shape(),
-                group_thousands(l.params)
-            )?;
-        }
-        writeln!(f, "{}", "═".repeat(66))?;
-        writeln!(f, "Total params: {}", group_thousands(self.total_params))?;
-        writeln!(f, "Trainable params: {}", group_thousands(self.total_params))?;
-        write!(f, "Non-trainable params: 0")
-    }
-}
-
-impl Summary {
-    /// Shows the summary as text when it ends a notebook cell.
-    pub fn evcxr_display(&self) {
-        println!("EVCXR_BEGIN_CONTENT text/plain\n{self}\nEVCXR_END_CONTENT");
-    }
-}
-
-/// `101770` → `101,770`.
-pub fn group_thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Re-initialises a model as Keras does: weights Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))`,
+/// Re-initialises a model as Keras does (with the `cuda` feature: there `Linear` is dfdx's, whose own
+/// initialisation differs; on the CPU every layer is built this way already): weights Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))`,
 /// biases zero. Dense weights are stored `(out, in)`; convolution kernels `(K, K, in, out)`, whose fans
 /// are `K·K·in` and `K·K·out`. Draws from the device's seeded generator, so the seed still decides.
-pub fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Result<(), <Dev as HasErr>::Err> {
+#[cfg(feature = "cuda")]
+pub(crate) fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Result<(), <Dev as HasErr>::Err> {
     struct Glorot;
     impl TensorVisitor<f32, Dev> for Glorot {
         type Viewer = ViewTensorMut;
@@ -333,103 +285,3 @@ pub(crate) fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> 
     rest[..rest.find(')')?].parse().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn count<A: BuildOnDevice<Dev, f32>>() -> usize
-    where
-        Built<A>: TensorCollection<f32, Dev>,
-    {
-        let dev = Dev::default();
-        dev.build_module::<A, f32>().num_trainable_params()
-    }
-
-    #[test]
-    fn parameter_counts_match_keras_and_the_summary_table() {
-        assert_eq!(count::<LinearArch>(), 7_850);
-        assert_eq!(count::<MlpArch>(), 101_770);
-        assert_eq!(count::<DeepMlpArch>(), 567_434);
-        assert_eq!(count::<CnnArch>(), 421_642);
-        for (arch, n) in [
-            (Arch::Linear, count::<LinearArch>()),
-            (Arch::Mlp, count::<MlpArch>()),
-            (Arch::DeepMlp, count::<DeepMlpArch>()),
-            (Arch::Cnn, count::<CnnArch>()),
-        ] {
-            assert_eq!(arch.layers().iter().map(|l| l.params).sum::<usize>(), n, "{arch}");
-        }
-    }
-
-    #[test]
-    fn shapes_through_each_block() {
-        let dev = Dev::seed_from_u64(0);
-        let x: Images = dev.sample_normal_like(&(2, Const, Const));
-        let cnn = dev.build_module::<CnnArch, f32>();
-        let a = cnn.0.forward(x.clone());
-        assert_eq!(a.shape().concrete(), [2, 28, 28, 1]);
-        let b = cnn.1.forward(a);
-        assert_eq!(b.shape().concrete(), [2, 14, 14, 32]);
-        let c = cnn.2.forward(b);
-        assert_eq!(c.shape().concrete(), [2, 7, 7, 64]);
-        let d = cnn.3.forward(c);
-        assert_eq!(d.shape().concrete(), [2, 3136]);
-        let e: Logits = cnn.5.forward(cnn.4.forward(d));
-        assert_eq!(e.shape().concrete(), [2, 10]);
-        // The table's shapes agree with what the blocks produce.
-        let table: Vec<Vec<usize>> = Arch::Cnn.layers().into_iter().map(|l| l.output).collect();
-        assert_eq!(table[0], vec![28, 28, 1]);
-        assert_eq!(table[3], vec![14, 14, 32]);
-        assert_eq!(table[6], vec![7, 7, 64]);
-        for arch_out in [
-            dev.build_module::<LinearArch, f32>().forward(x.clone()),
-            dev.build_module::<MlpArch, f32>().forward(x.clone()),
-            dev.build_module::<DeepMlpArch, f32>().forward(x.clone()),
-        ] {
-            assert_eq!(arch_out.shape().concrete(), [2, 10]);
-        }
-    }
-
-    #[test]
-    fn glorot_init_bounds_and_zero_biases() {
-        let dev = Dev::seed_from_u64(3);
-        let mut cnn = dev.build_module::<CnnArch, f32>();
-        glorot_init(&mut cnn).unwrap();
-        let conv2 = &cnn.2;
-        let b = (6.0f32 / (9.0 * 32.0 + 9.0 * 64.0)).sqrt();
-        let w = conv2.weight.as_vec();
-        assert!(w.iter().all(|v| v.abs() <= b));
-        assert!(w.iter().any(|v| v.abs() > 0.9 * b), "uses the whole range");
-        assert!(conv2.bias.as_vec().iter().all(|&v| v == 0.0));
-        let dense = &cnn.4 .0;
-        let b = (6.0f32 / (3136.0 + 128.0)).sqrt();
-        assert!(dense.weight.as_vec().iter().all(|v| v.abs() <= b));
-    }
-
-    #[test]
-    fn arch_names_round_trip() {
-        for a in Arch::ALL {
-            assert_eq!(a.name().parse::<Arch>().unwrap(), a);
-        }
-        assert!("resnet".parse::<Arch>().is_err());
-        assert_eq!(group_thousands(101770), "101,770");
-        assert_eq!(group_thousands(999), "999");
-    }
-
-    #[test]
-    fn tensor_names_are_the_safetensors_keys() {
-        let dev = Dev::default();
-        let infos = tensor_infos(&dev.build_module::<MlpArch, f32>());
-        assert!(infos.windows(2).all(|w| w[0].id < w[1].id), "ids read and increasing");
-        let names: Vec<(String, Vec<usize>)> = infos.into_iter().map(|i| (i.name, i.shape)).collect();
-        assert_eq!(
-            names,
-            vec![
-                ("1.weight".to_string(), vec![128, 784]),
-                ("1.bias".to_string(), vec![128]),
-                ("3.weight".to_string(), vec![10, 128]),
-                ("3.bias".to_string(), vec![10]),
-            ]
-        );
-    }
-}

@@ -1,0 +1,115 @@
+//! CPU kernels: plain loops over row-major `f32` buffers and one matrix-multiply routine, kept apart from
+//! the readable layers of [`model::layers`](crate::model::layers) that call them (one file per operation,
+//! the way dfdx keeps `tensor_ops/<op>/cpu_kernel.rs`). None of these functions is generic: they are
+//! compiled, optimised, inside this crate, so a network type defined in a notebook cell — whose own code
+//! evcxr compiles without optimisation — still spends its time in optimised loops.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`matmul`] | `c = op(a)·op(b)` with the `gemm` crate (AVX-512 picked at run time), column sums |
+//! | [`conv`] | stride-1 convolution + ReLU + max-pool, forward and backward, per group of images and core |
+//! | [`winograd`] | Winograd F(2×2, 3×3) for 3×3 "same" convolutions over several channels |
+//! | [`pool`] | bias + ReLU + max-pool in one pass, and its backward |
+//! | [`elementwise`] | ReLU and dropout |
+//! | [`optim`] | Adam and SGD steps over one parameter tensor |
+//!
+//! Why not dfdx's ops: a dfdx matmul always computes the gradient of both operands (a third of the MLP's
+//! work is the unused gradient of the input images), hands every product to both cores (at the MLP's
+//! batch of 32 the thread hand-off costs more than it saves), and a convolution composed from gather,
+//! reshape and max makes several passes over the activations where one suffices. `docs/performance.md`
+//! measures each step.
+
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod matmul;
+pub(crate) mod optim;
+pub(crate) mod pool;
+pub(crate) mod winograd;
+
+
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them (checked once at run time), otherwise as is.
+/// The crate is built for the x86-64 baseline (SSE2) so that it runs everywhere; the loops below only
+/// vectorise well with AVX2's blends and wider registers.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// A buffer of `f32` borrowed from a process-wide pool and returned to it when dropped. The kernels
+/// need several megabytes of scratch per batch; fresh allocations that large come straight from the
+/// kernel, zeroed a page at a time on first touch, which cost a fifth of a CNN epoch.
+pub(crate) struct Buf(Vec<f32>);
+
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+impl Buf {
+    /// `len` values, **not zeroed**: whatever the previous user left (callers overwrite all of it).
+    pub fn dirty(len: usize) -> Buf {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // The smallest pooled buffer that is big enough, else a new one.
+        let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+        let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
+        Buf(v)
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 32 {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+
+/// `n` test values in [-1, 1] from `seed`.
+#[cfg(test)]
+pub(crate) fn seq(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::data::batch_rng(seed);
+    (0..n).map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pooled buffers come back with the asked length, whatever was pooled before.
+    #[test]
+    fn pooled_buffers_have_the_asked_length() {
+        drop(Buf::dirty(1000));
+        assert_eq!(Buf::dirty(10).len(), 10);
+        assert_eq!(Buf::dirty(5000).len(), 5000);
+    }
+
+}

@@ -1,0 +1,78 @@
+//! Saving and loading weights (safetensors, the names dfdx gives the tensors: `1.weight`, `1.bias`, …).
+//! A file whose tensors do not fit the network — other names, shapes or dtype — is an error that
+//! leaves the model unchanged.
+
+use std::path::Path;
+
+use dfdx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::{self, Network, TensorInfo};
+
+use super::Model;
+
+impl<N: Network> Model<N> {
+    /// Saves the weights as safetensors (the optimizer state is not saved).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        self.net
+            .save_safetensors(path)
+            .map_err(|e| Error::Weights { path: path.to_path_buf(), reason: e.to_string() })
+    }
+
+    /// Builds the network and loads weights saved by [`Model::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Model<N>> {
+        let mut m = Model::new(0)?;
+        m.load_weights(path)?;
+        Ok(m)
+    }
+
+    /// Replaces this model's weights by those in `path`, after checking that every tensor's name, shape
+    /// and dtype fit this network (a mismatch is an error and leaves the model unchanged).
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        check_weights_file(path, &model::tensor_infos(&self.net), &self.name)?;
+        // Everything checked: load into a copy, then swap it in.
+        let mut copy = self.net.clone();
+        copy.load_safetensors(path).map_err(|e| mismatch(path, &self.name, format!("{e:?}")))?;
+        self.net = copy;
+        // Optimizer moments belong to the old weights.
+        if let Some(o) = self.optimizer() {
+            self.compile(o);
+        }
+        Ok(())
+    }
+}
+
+fn mismatch(path: &Path, model: &str, reason: String) -> Error {
+    Error::WeightsMismatch { path: path.to_path_buf(), model: model.to_string(), reason }
+}
+
+/// Checks that the safetensors file at `path` holds exactly the tensors `expected`, as `f32`.
+fn check_weights_file(path: &Path, expected: &[TensorInfo], model: &str) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = ::safetensors::tensor::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: format!("not a safetensors file ({e:?})"),
+    })?;
+    let mut found: Vec<String> = file.names().into_iter().cloned().collect();
+    found.sort();
+    let mut want: Vec<String> = expected.iter().map(|t| t.name.clone()).collect();
+    want.sort();
+    if found != want {
+        return Err(mismatch(path, model, format!("the file has tensors {found:?}, this model has {want:?}")));
+    }
+    for TensorInfo { name, shape, .. } in expected {
+        let t = file.tensor(name).map_err(|e| mismatch(path, model, format!("{e:?}")))?;
+        if t.shape() != shape.as_slice() {
+            return Err(mismatch(path, model, format!("`{name}` has shape {:?}, expected {shape:?}", t.shape())));
+        }
+        if t.dtype() != ::safetensors::tensor::Dtype::F32 {
+            return Err(mismatch(path, model, format!("`{name}` is {:?}, expected F32", t.dtype())));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! What `fit` returns: one row per epoch, as Keras' `history.history`; a CSV file and a polars table.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// One row of [`History`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochLog {
+    /// 1-based, as Keras prints it.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (weighted by batch size).
+    pub loss: f64,
+    pub accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    /// Wall-clock seconds of the epoch's training (validation excluded).
+    pub seconds: f64,
+}
+
+/// What `fit` returns: one row per epoch (Keras' `history.history`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    pub epochs: Vec<EpochLog>,
+}
+
+impl History {
+    /// Column names, in order.
+    pub const COLUMNS: [&'static str; 6] = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"];
+
+    /// The last epoch's row.
+    pub fn last(&self) -> Option<&EpochLog> {
+        self.epochs.last()
+    }
+
+    /// The history as CSV text (empty cells where there was no validation set).
+    pub fn to_csv(&self) -> String {
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        let mut s = Self::COLUMNS.join(",");
+        s.push('\n');
+        for e in &self.epochs {
+            s.push_str(&format!(
+                "{},{:.6},{:.6},{},{},{:.3}\n",
+                e.epoch,
+                e.loss,
+                e.accuracy,
+                opt(e.val_loss),
+                opt(e.val_accuracy),
+                e.seconds
+            ));
+        }
+        s
+    }
+
+    /// Writes [`History::to_csv`] to `path`.
+    pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
+        std::fs::write(path.as_ref(), self.to_csv()).map_err(|e| Error::io(path.as_ref(), e))
+    }
+
+    /// The history as a polars DataFrame (columns [`History::COLUMNS`]; validation columns null when absent).
+    pub fn to_dataframe(&self) -> Result<DataFrame> {
+        let col = |f: fn(&EpochLog) -> Option<f64>| self.epochs.iter().map(f).collect::<Vec<_>>();
+        Ok(df!(
+            "epoch" => self.epochs.iter().map(|e| e.epoch as u32).collect::<Vec<_>>(),
+            "loss" => col(|e| Some(e.loss)),
+            "accuracy" => col(|e| Some(e.accuracy)),
+            "val_loss" => col(|e| e.val_loss),
+            "val_accuracy" => col(|e| e.val_accuracy),
+            "seconds" => col(|e| Some(e.seconds)),
+        )?)
+    }
+
+    /// Shows the history as a table when it ends a notebook cell.
+    pub fn evcxr_display(&self) {
+        match self.to_dataframe() {
+            Ok(df) => crate::display::Table(df).evcxr_display(),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataframe_has_nulls_without_validation_and_csv_empty_cells() {
+        let h = History {
+            epochs: vec![EpochLog { epoch: 1, loss: 0.5, accuracy: 0.8, val_loss: None, val_accuracy: None, seconds: 1.0 }],
+        };
+        let df = h.to_dataframe().unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, History::COLUMNS);
+        assert_eq!(df.column("val_loss").unwrap().null_count(), 1);
+        assert_eq!(h.to_csv(), "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,0.500000,0.800000,,,1.000\n");
+    }
+}

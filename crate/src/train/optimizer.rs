@@ -1,0 +1,220 @@
+//! The optimizers `compile` takes, with Keras' names and defaults, and their state.
+//!
+//! On the CPU the update runs in [`crate::kernels::optim`] — one non-generic pass per parameter tensor
+//! that also zeroes its gradient — so a network type defined in a notebook cell updates its weights at
+//! full speed. With the `cuda` feature dfdx's own optimizers do the work.
+
+use std::marker::PhantomData;
+
+use dfdx::prelude::*;
+
+use crate::error::Result;
+use crate::model::Dev;
+
+use super::step::dev_err;
+
+/// Adam with Keras' defaults: β₁ = 0.9, β₂ = 0.999, ε = 1e-7 (`keras.optimizers.Adam(learning_rate)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adam {
+    pub learning_rate: f64,
+}
+
+impl Default for Adam {
+    /// Keras' default learning rate, 1e-3.
+    fn default() -> Self {
+        Adam { learning_rate: 1e-3 }
+    }
+}
+
+/// Stochastic gradient descent (`keras.optimizers.SGD(learning_rate, momentum)`); `momentum: 0.0` is
+/// plain SGD.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sgd {
+    pub learning_rate: f64,
+    pub momentum: f64,
+}
+
+impl Default for Sgd {
+    /// Keras' defaults: learning rate 0.01, no momentum.
+    fn default() -> Self {
+        Sgd { learning_rate: 0.01, momentum: 0.0 }
+    }
+}
+
+/// The optimizer chosen at `compile`: `model.compile(Adam { learning_rate: 1e-3 })` or
+/// `model.compile(Sgd { learning_rate: 0.1, momentum: 0.9 })`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Adam(Adam),
+    Sgd(Sgd),
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::Adam(Adam::default())
+    }
+}
+
+impl From<Adam> for Optimizer {
+    fn from(a: Adam) -> Self {
+        Optimizer::Adam(a)
+    }
+}
+
+impl From<Sgd> for Optimizer {
+    fn from(s: Sgd) -> Self {
+        Optimizer::Sgd(s)
+    }
+}
+
+impl Optimizer {
+    pub fn learning_rate(&self) -> f64 {
+        match self {
+            Optimizer::Adam(a) => a.learning_rate,
+            Optimizer::Sgd(s) => s.learning_rate,
+        }
+    }
+
+    /// `adam` or `sgd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Adam(_) => "adam",
+            Optimizer::Sgd(_) => "sgd",
+        }
+    }
+}
+
+/// An optimizer with its state (step count, moments) for a network `M`.
+pub(crate) struct OptState<M> {
+    pub config: Optimizer,
+    #[cfg(not(feature = "cuda"))]
+    cpu: CpuState,
+    #[cfg(feature = "cuda")]
+    dfdx: DfdxOpt<M>,
+    _net: PhantomData<fn() -> M>,
+}
+
+impl<M: TensorCollection<f32, Dev>> OptState<M> {
+    #[allow(unused_variables)]
+    pub fn new(config: Optimizer, net: &M) -> Self {
+        OptState {
+            config,
+            #[cfg(not(feature = "cuda"))]
+            cpu: CpuState { config, step: 0, slots: Vec::new(), scratch: Vec::new() },
+            #[cfg(feature = "cuda")]
+            dfdx: DfdxOpt::new(config, net),
+            _net: PhantomData,
+        }
+    }
+
+    /// One update of every parameter of `net` from `grads`, which are zeroed for the next batch.
+    #[cfg(not(feature = "cuda"))]
+    pub fn update(&mut self, net: &mut M, grads: &mut Gradients<f32, Dev>) -> Result<()> {
+        struct Visit<'a> {
+            state: &'a mut CpuState,
+            grads: &'a mut Gradients<f32, Dev>,
+            index: usize,
+        }
+        impl TensorVisitor<f32, Dev> for Visit<'_> {
+            type Viewer = ViewTensorMut;
+            type Err = CpuError;
+            type E2 = f32;
+            type D2 = Dev;
+            fn visit<S: Shape>(&mut self, _: TensorOptions<S, f32, Dev>, t: &mut Tensor<S, f32, Dev>) -> Result<Option<Tensor<S, f32, Dev>>, CpuError> {
+                let scratch = self.state.read(t.shape().num_elements());
+                t.copy_into(scratch);
+                self.state.step(self.index, self.grads.get_or_alloc_mut(t)?);
+                t.copy_from(&self.state.scratch);
+                self.index += 1;
+                Ok(None)
+            }
+            fn visit_scalar<N: num_traits::NumCast>(&mut self, _: ScalarOptions<N>, _: &mut N) -> Result<Option<N>, CpuError> {
+                Ok(None)
+            }
+        }
+        self.cpu.step += 1;
+        let mut visit = Visit { state: &mut self.cpu, grads, index: 0 };
+        M::iter_tensors(&mut RecursiveWalker { m: net, f: &mut visit }).map_err(dev_err)?;
+        Ok(())
+    }
+
+    /// One update of every parameter of `net` from `grads`, which are zeroed for the next batch.
+    #[cfg(feature = "cuda")]
+    pub fn update(&mut self, net: &mut M, grads: &mut Gradients<f32, Dev>) -> Result<()> {
+        self.dfdx.update(net, grads)
+    }
+}
+
+/// The CPU optimizer's state: one slot of moments per parameter tensor, in the network's order.
+#[cfg(not(feature = "cuda"))]
+struct CpuState {
+    config: Optimizer,
+    step: u32,
+    slots: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The parameter being updated (dfdx lends a tensor's values only by copy).
+    scratch: Vec<f32>,
+}
+
+#[cfg(not(feature = "cuda"))]
+impl CpuState {
+    fn read(&mut self, len: usize) -> &mut [f32] {
+        self.scratch.resize(len, 0.0);
+        &mut self.scratch
+    }
+
+    /// Updates `self.scratch` (parameter tensor `index`) from its gradient `g`, and zeroes `g`.
+    fn step(&mut self, index: usize, g: &mut [f32]) {
+        use crate::kernels::optim;
+        let len = self.scratch.len();
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Default::default);
+        }
+        let (m, v) = &mut self.slots[index];
+        match self.config {
+            Optimizer::Adam(Adam { learning_rate }) => {
+                m.resize(len, 0.0);
+                v.resize(len, 0.0);
+                optim::adam(self.step, learning_rate, (0.9, 0.999), 1e-7, &mut self.scratch, g, m, v);
+            }
+            Optimizer::Sgd(Sgd { learning_rate, momentum }) => {
+                let velocity = (momentum != 0.0).then(|| {
+                    m.resize(len, 0.0);
+                    &mut m[..]
+                });
+                optim::sgd(learning_rate, momentum, &mut self.scratch, g, velocity);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+enum DfdxOpt<M> {
+    Adam(dfdx::optim::Adam<M, f32, Dev>),
+    Sgd(dfdx::optim::Sgd<M, f32, Dev>),
+}
+
+#[cfg(feature = "cuda")]
+impl<M: TensorCollection<f32, Dev>> DfdxOpt<M> {
+    fn new(config: Optimizer, net: &M) -> Self {
+        match config {
+            Optimizer::Adam(Adam { learning_rate }) => DfdxOpt::Adam(dfdx::optim::Adam::new(
+                net,
+                AdamConfig { lr: learning_rate, betas: [0.9, 0.999], eps: 1e-7, weight_decay: None },
+            )),
+            Optimizer::Sgd(Sgd { learning_rate, momentum }) => DfdxOpt::Sgd(dfdx::optim::Sgd::new(
+                net,
+                SgdConfig { lr: learning_rate, momentum: (momentum != 0.0).then_some(Momentum::Classic(momentum)), weight_decay: None },
+            )),
+        }
+    }
+
+    fn update(&mut self, net: &mut M, grads: &mut Gradients<f32, Dev>) -> Result<()> {
+        use dfdx::optim::Optimizer as _;
+        match self {
+            DfdxOpt::Adam(o) => o.update(net, grads),
+            DfdxOpt::Sgd(o) => o.update(net, grads),
+        }
+        .map_err(dev_err)?;
+        net.try_zero_grads(grads).map_err(dev_err)
+    }
+}

@@ -1,0 +1,71 @@
+//! Keras-style progress: `Epoch 3/10` then
+//! `1875/1875 [==============================] - 3s - loss: 0.3145 - accuracy: 0.8851`: a live bar on a
+//! terminal, one line per epoch elsewhere (notebooks, where an output cannot be updated in place).
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use super::{Evaluation, Verbosity};
+
+pub(crate) struct Progress {
+    on: bool,
+    tty: bool,
+    total: usize,
+    start: Instant,
+    last_draw: Instant,
+}
+
+impl Progress {
+    pub fn new(v: Verbosity, epoch: usize, epochs: usize, total: usize) -> Self {
+        let on = v == Verbosity::Progress;
+        if on {
+            println!("Epoch {epoch}/{epochs}");
+        }
+        Progress {
+            on,
+            tty: std::io::stdout().is_terminal(),
+            total,
+            start: Instant::now(),
+            last_draw: Instant::now(),
+        }
+    }
+
+    fn bar(&self, done: usize) -> String {
+        let width = 30;
+        let filled = (done * width) / self.total.max(1);
+        let mut bar = "=".repeat(filled);
+        if filled < width {
+            bar.push('>');
+            bar.push_str(&" ".repeat(width - filled - 1));
+        }
+        let w = self.total.to_string().len();
+        format!("{done:>w$}/{} [{bar}]", self.total)
+    }
+
+    pub fn batch(&mut self, done: usize, loss: f64, accuracy: f64) {
+        if self.on && self.tty && self.last_draw.elapsed().as_millis() >= 100 {
+            self.last_draw = Instant::now();
+            print!(
+                "\r{} - {:.0}s - loss: {loss:.4} - accuracy: {accuracy:.4}",
+                self.bar(done),
+                self.start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    pub fn finish(&self, loss: f64, accuracy: f64, val: Option<Evaluation>, seconds: f64) {
+        if !self.on {
+            return;
+        }
+        let val = val
+            .map(|v| format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy))
+            .unwrap_or_default();
+        println!(
+            "{}{} - {:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4}{val}",
+            if self.tty { "\r" } else { "" },
+            self.bar(self.total),
+            seconds
+        );
+    }
+}
