@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// linear, mlp, deep or cnn.
+    /// linear, mlp, wide, deep or cnn.
     #[arg(long, default_value = "mlp")]
     model: Arch,
     #[arg(long, default_value_t = 10)]

@@ -11,7 +11,7 @@
 //! Any tuple of the layers in [`layers`] (nested tuples too, up to six elements each) that takes
 //! `(batch, 28, 28)` images and gives `(batch, 10)` logits is a network: [`Model<N>`](crate::train::Model)
 //! trains it. A layer that does not fit its neighbour (say `Linear<784, 128>` followed by
-//! `Linear<64, 10>`) is a *compile* error, not a run-time one. The four networks of the guide are the
+//! `Linear<64, 10>`) is a *compile* error, not a run-time one. The networks of the guide are the
 //! type aliases below; [`Arch`] names them for the command line.
 
 pub mod layers;
@@ -43,6 +43,9 @@ pub type LinearArch = (Flatten<784>, Linear<784, 10>);
 
 /// The Keras guide's model: Flatten → Dense 128 + ReLU → Dense 10. 101,770 parameters.
 pub type MlpArch = (Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>);
+
+/// "Maybe the model needs to be bigger": the guide's MLP with twice the hidden units. 203,530 parameters.
+pub type WideArch = (Flatten<784>, Linear<784, 256>, ReLU, Linear<256, 10>);
 
 /// "Go deeper": three hidden layers, 512 → 256 → 128, each with ReLU. 567,434 parameters.
 pub type DeepMlpArch = (
@@ -121,6 +124,7 @@ pub fn short_type_name<T: ?Sized>() -> String {
 pub enum Arch {
     Linear,
     Mlp,
+    Wide,
     DeepMlp,
     Cnn,
 }
@@ -133,13 +137,14 @@ pub trait WithNetwork {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Linear, Arch::Mlp, Arch::DeepMlp, Arch::Cnn];
+    pub const ALL: [Arch; 5] = [Arch::Linear, Arch::Mlp, Arch::Wide, Arch::DeepMlp, Arch::Cnn];
 
-    /// Short name used on the command line and in files (`linear`, `mlp`, `deep`, `cnn`).
+    /// Short name used on the command line and in files (`linear`, `mlp`, `wide`, `deep`, `cnn`).
     pub fn name(self) -> &'static str {
         match self {
             Arch::Linear => "linear",
             Arch::Mlp => "mlp",
+            Arch::Wide => "wide",
             Arch::DeepMlp => "deep",
             Arch::Cnn => "cnn",
         }
@@ -150,6 +155,7 @@ impl Arch {
         match self {
             Arch::Linear => job.run::<LinearArch>(self),
             Arch::Mlp => job.run::<MlpArch>(self),
+            Arch::Wide => job.run::<WideArch>(self),
             Arch::DeepMlp => job.run::<DeepMlpArch>(self),
             Arch::Cnn => job.run::<CnnArch>(self),
         }
@@ -177,10 +183,11 @@ impl FromStr for Arch {
         match s.to_ascii_lowercase().as_str() {
             "linear" => Ok(Arch::Linear),
             "mlp" | "dense" => Ok(Arch::Mlp),
+            "wide" => Ok(Arch::Wide),
             "deep" | "deepmlp" | "deep-mlp" | "dnn" => Ok(Arch::DeepMlp),
             "cnn" | "conv" => Ok(Arch::Cnn),
             other => Err(Error::InvalidArgument(format!(
-                "unknown model `{other}`; choose one of linear, mlp, deep, cnn"
+                "unknown model `{other}`; choose one of linear, mlp, wide, deep, cnn"
             ))),
         }
     }
@@ -285,3 +292,125 @@ pub(crate) fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> 
     rest[..rest.find(')')?].parse().ok()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Model;
+
+    /// A network no one wrote into the crate, as a notebook cell would.
+    type Cell = (Flatten<784>, (Linear<784, 64>, ReLU, DropoutOneIn<5>), Linear<64, 32>, ReLU, Linear<32, 10>);
+
+    fn rows<N: Network>() -> Vec<(String, &'static str, Vec<usize>, usize)> {
+        let s = Model::<N>::new(0).unwrap().summary();
+        let total: usize = s.layers.iter().map(|l| l.params).sum();
+        assert_eq!(total, s.total_params, "rows add up to the tensors' count");
+        s.layers.into_iter().map(|l| (l.name, l.kind, l.output, l.params)).collect()
+    }
+
+    #[test]
+    fn parameter_counts_match_keras() {
+        for (n, want) in [
+            (Model::<LinearArch>::new(0).unwrap().summary().total_params, 7_850),
+            (Model::<MlpArch>::new(0).unwrap().summary().total_params, 101_770),
+            (Model::<DeepMlpArch>::new(0).unwrap().summary().total_params, 567_434),
+            (Model::<CnnArch>::new(0).unwrap().summary().total_params, 421_642),
+            (Model::<Cell>::new(0).unwrap().summary().total_params, 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10),
+        ] {
+            assert_eq!(n, want);
+        }
+    }
+
+    #[test]
+    fn summary_rows_come_from_the_layers() {
+        let s = |name: &str, kind, out: &[usize], p| (name.to_string(), kind, out.to_vec(), p);
+        assert_eq!(
+            rows::<MlpArch>(),
+            vec![s("flatten", "Flatten", &[784], 0), s("dense", "Dense", &[128], 100_480), s("re_lu", "ReLU", &[128], 0), s("dense_1", "Dense", &[10], 1_290)]
+        );
+        let cnn = rows::<CnnArch>();
+        assert_eq!(cnn.len(), 12);
+        assert_eq!(cnn[1], s("conv2d", "Conv2D", &[28, 28, 32], 320));
+        assert_eq!(cnn[3], s("max_pooling2d", "MaxPooling2D", &[14, 14, 32], 0));
+        assert_eq!(cnn[4], s("conv2d_1", "Conv2D", &[14, 14, 64], 18_496));
+        assert_eq!(cnn[7], s("flatten", "Flatten", &[3136], 0));
+        assert_eq!(cnn[10], s("dropout", "Dropout", &[128], 0));
+        let cell = rows::<Cell>();
+        assert_eq!(cell.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["flatten", "dense", "re_lu", "dropout", "dense_1", "re_lu_1", "dense_2"]);
+        let summary = Model::<Cell>::new(0).unwrap().named("cell").summary().to_string();
+        assert!(summary.starts_with("Model: \"cell\"\nType: (Flatten<784>, (Linear<784, 64>, ReLU, DropoutOneIn<5>), Linear<64, 32>, ReLU, Linear<32, 10>)"), "{summary}");
+        assert!(summary.contains("Total params: 52,650"), "{summary}");
+    }
+
+    /// `Flatten<N>` with the wrong `N` compiles (the compiler cannot multiply the shape) but is refused
+    /// when the model is built, naming the right `N`.
+    #[test]
+    fn a_wrong_flatten_is_an_error_naming_the_fix() {
+        type Wrong = (Flatten<100>, Linear<100, 10>);
+        let e = Model::<Wrong>::new(0).unwrap_err().to_string();
+        assert!(e.contains("Flatten<784>") && e.contains("(Flatten<100>, Linear<100, 10>)"), "{e}");
+    }
+
+    #[test]
+    fn shapes_through_each_block() {
+        let dev = Dev::seed_from_u64(0);
+        let x: Images = dev.sample_normal_like(&(2, Const, Const));
+        let cnn = dev.build_module::<CnnArch, f32>();
+        let a = cnn.0.forward(x.clone());
+        assert_eq!(a.shape().concrete(), [2, 28, 28, 1]);
+        let b = cnn.1.forward(a);
+        assert_eq!(b.shape().concrete(), [2, 14, 14, 32]);
+        let c = cnn.2.forward(b);
+        assert_eq!(c.shape().concrete(), [2, 7, 7, 64]);
+        let d = cnn.3.forward(c);
+        assert_eq!(d.shape().concrete(), [2, 3136]);
+        let e: Logits = cnn.5.forward(cnn.4.forward(d));
+        assert_eq!(e.shape().concrete(), [2, 10]);
+        for out in [dev.build_module::<LinearArch, f32>().forward(x.clone()), dev.build_module::<Cell, f32>().forward(x.clone())] {
+            assert_eq!(out.shape().concrete(), [2, 10]);
+        }
+    }
+
+    /// Keras' initialisation, drawn once when the layers are built.
+    #[test]
+    fn keras_initialisation_bounds_and_zero_biases() {
+        let cnn = Model::<CnnArch>::new(3).unwrap();
+        let conv2 = &cnn.network().2;
+        let b = (6.0f32 / (9.0 * 32.0 + 9.0 * 64.0)).sqrt();
+        let w = conv2.weight.as_vec();
+        assert!(w.iter().all(|v| v.abs() <= b));
+        assert!(w.iter().any(|v| v.abs() > 0.9 * b), "uses the whole range");
+        assert!(conv2.bias.as_vec().iter().all(|&v| v == 0.0));
+        let dense = &cnn.network().4 .0;
+        let b = (6.0f32 / (3136.0 + 128.0)).sqrt();
+        assert!(dense.weight.as_vec().iter().all(|v| v.abs() <= b));
+    }
+
+    #[test]
+    fn arch_names_round_trip_and_type_names_read_well() {
+        for a in Arch::ALL {
+            assert_eq!(a.name().parse::<Arch>().unwrap(), a);
+        }
+        assert!("resnet".parse::<Arch>().unwrap_err().to_string().contains("linear, mlp, wide, deep, cnn"));
+        assert_eq!(group_thousands(101770), "101,770");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(short_type_name::<MlpArch>(), "(Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>)");
+    }
+
+    #[test]
+    fn tensor_names_are_the_safetensors_keys() {
+        let dev = Dev::default();
+        let infos = tensor_infos(&dev.build_module::<MlpArch, f32>());
+        assert!(infos.windows(2).all(|w| w[0].id < w[1].id), "ids read and increasing");
+        let names: Vec<(String, Vec<usize>)> = infos.into_iter().map(|i| (i.name, i.shape)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("1.weight".to_string(), vec![128, 784]),
+                ("1.bias".to_string(), vec![128]),
+                ("3.weight".to_string(), vec![10, 128]),
+                ("3.bias".to_string(), vec![10]),
+            ]
+        );
+    }
+}
