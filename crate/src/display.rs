@@ -46,13 +46,9 @@ impl Figure {
         Ok(out)
     }
 
-    /// Writes the PNG to `path` (folders are created).
+    /// Writes the PNG to `path` (folders are created), atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        std::fs::write(path, self.to_png()?).map_err(|e| Error::io(path, e))
+        crate::files::write_atomic(path, &self.to_png()?)
     }
 
     /// `<img>` tag with the PNG inline.

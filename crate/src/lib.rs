@@ -17,11 +17,15 @@
 pub mod data;
 pub mod display;
 pub mod error;
+pub mod files;
+pub mod json;
 #[cfg(not(feature = "cuda"))]
 mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod runs;
+pub mod tensorboard;
 pub mod train;
 
 pub use error::{Error, Result};
@@ -58,7 +62,10 @@ pub mod prelude {
         AddChannel, Arch, CnnArch, ConvReluPool, DeepMlpArch, Dev, DropoutOneIn, Flatten, Images, Linear, LinearArch,
         Logits, MlpArch, Network, ReLU,
     };
-    pub use crate::train::{Adam, Evaluation, FitOptions, History, Model, Optimizer, Sgd, Verbosity};
+    pub use crate::runs::{self, Run};
+    pub use crate::train::{
+        Adam, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
+    };
     pub use crate::display::{EvcxrDisplay, Figure, Html, Table};
     pub use crate::metrics::ConfusionMatrix;
     pub use crate::plot;

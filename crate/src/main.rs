@@ -5,6 +5,7 @@
 //! cargo run --release -p fashion -- train --model mlp --epochs 10 --out runs/mlp
 //! cargo run --release -p fashion -- evaluate --model mlp --weights runs/mlp/model.safetensors
 //! cargo run --release -p fashion -- predict --model mlp --weights runs/mlp/model.safetensors --index 0
+//! cargo run --release -p fashion -- runs
 //! ```
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use fashion::data::{self, shape_str, CLASS_NAMES};
 use fashion::model::{Arch, Network, WithNetwork};
-use fashion::train::{Adam, FitOptions, Model, Optimizer, Sgd};
+use fashion::train::{Adam, FitOptions, Model, Optimizer, RunLog, Sgd};
 use fashion::{plot, Result};
 
 #[derive(Parser)]
@@ -44,6 +45,12 @@ struct TrainArgs {
     /// Train on the first N training images only (quick runs).
     #[arg(long)]
     train_subset: Option<usize>,
+    /// Hold out this fraction of the training images (the last ones) as validation data; the test
+    /// set is scored once, after training.
+    #[arg(long, default_value_t = 0.1)]
+    validation_split: f64,
+    /// The run's folder: parameters, history, TensorBoard events, weights and figures (`fashion runs`
+    /// lists the runs of its parent folder).
     #[arg(long, default_value = "runs/model")]
     out: PathBuf,
 }
@@ -59,6 +66,11 @@ enum Command {
     },
     /// Train a model, evaluate it on the test set, save weights, history and figures in --out.
     Train(TrainArgs),
+    /// List the runs logged in a folder (newest first).
+    Runs {
+        #[arg(long, default_value = "runs")]
+        dir: PathBuf,
+    },
     /// Print the test loss and accuracy of saved weights.
     Evaluate {
         #[arg(long)]
@@ -104,6 +116,24 @@ fn run(cli: Cli) -> Result<()> {
             println!("Fashion-MNIST verified in {}", dir.display());
         }
         Command::Train(args) => args.model.run(args)?,
+        Command::Runs { dir } => {
+            let runs = fashion::runs::load_all(&dir)?;
+            if runs.is_empty() {
+                println!("no runs in {} (train with --out {}/NAME)", dir.display(), dir.display());
+            }
+            let text = |r: &fashion::runs::Run, k: &str| r.get(k).map(|v| v.text()).unwrap_or_default();
+            let num = |r: &fashion::runs::Run, k: &str| r.get(k).and_then(|v| v.as_f64()).map(|x| format!("{x:.4}")).unwrap_or_default();
+            if !runs.is_empty() {
+                println!("{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}", "name", "created (UTC)", "model", "epochs", "lr", "loss", "accuracy", "val_loss", "val_acc");
+            }
+            for r in &runs {
+                println!(
+                    "{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}",
+                    r.name, text(r, "created_utc"), text(r, "model"), text(r, "epochs_run"), text(r, "learning_rate"),
+                    num(r, "loss"), num(r, "accuracy"), num(r, "val_loss"), num(r, "val_accuracy")
+                );
+            }
+        }
         Command::Evaluate { model, weights } => model.run(Evaluate { weights })?,
         Command::Predict { model, weights, index } => model.run(Predict { weights, index })?,
     }
@@ -126,30 +156,35 @@ impl WithNetwork for TrainArgs {
         };
         let (x, y) = (train.normalized(), &train.labels);
         let (tx, ty) = (d.test.normalized(), &d.test.labels);
+        let out = self.out;
+        let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
+            return Err(fashion::Error::InvalidArgument(format!("--out {}: give a folder such as runs/mlp", out.display())));
+        };
+        let mut run = RunLog::new(parent, name.to_string_lossy()).with_weights();
+        if let Some(n) = self.train_subset {
+            run = run.param("train_subset", n);
+        }
         let mut m = Model::<N>::new(self.seed)?.named(arch.name());
         println!("{}\n", m.summary());
         m.compile(optimizer);
         let options = FitOptions {
             epochs: self.epochs,
             batch_size: self.batch_size.unwrap_or(arch.batch_size()),
-            validation_data: Some((&tx, ty)),
+            validation_split: self.validation_split,
+            run: Some(run),
             ..Default::default()
         };
         let history = m.fit(&x, y, options)?;
         let test = m.evaluate(&tx, ty)?;
         println!("Test accuracy: {:.4}", test.accuracy);
         println!("Test loss: {:.4}", test.loss);
-        let out = self.out;
-        std::fs::create_dir_all(&out).map_err(|e| fashion::Error::Io { path: out.clone(), source: e })?;
-        history.write_csv(out.join("history.csv"))?;
-        m.save(out.join("model.safetensors"))?;
         let probs = m.predict(&tx)?;
         plot::prediction_grid(&d.test, &probs, 10, 10, self.seed)?.save(out.join("predictions.png"))?;
         plot::training_curves(&[(arch.name(), &history)])?.save(out.join("curves.png"))?;
         let cm = fashion::metrics::ConfusionMatrix::from_probabilities(ty, &probs)?;
         plot::confusion_matrix(&cm)?.save(out.join("confusion.png"))?;
         println!(
-            "Wrote {}/{{history.csv, model.safetensors, predictions.png, curves.png, confusion.png}}",
+            "Wrote {}/{{run.json, history.csv, model.safetensors, train/, validation/, predictions.png, curves.png, confusion.png}}",
             out.display()
         );
         Ok(())

@@ -176,6 +176,7 @@ mod tests {
     fn compare_has_a_row_per_run() {
         let h = History {
             epochs: vec![EpochLog { epoch: 1, loss: 0.5, accuracy: 0.8, val_loss: None, val_accuracy: None, seconds: 1.0 }],
+            ..Default::default()
         };
         let c = compare(&[("a", &h), ("b", &h)]).unwrap();
         assert_eq!(c.shape(), (2, 6));

@@ -688,6 +688,7 @@ mod tests {
                     seconds: 1.0,
                 })
                 .collect(),
+            ..Default::default()
         };
         let figures = [
             image_with_colorbar(&d.images.index_axis(Axis(0), 9)).unwrap(),

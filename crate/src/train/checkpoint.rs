@@ -12,14 +12,11 @@ use crate::model::{self, Network, TensorInfo};
 use super::Model;
 
 impl<N: Network> Model<N> {
-    /// Saves the weights as safetensors (the optimizer state is not saved).
+    /// Saves the weights as safetensors (the optimizer state is not saved), atomically: a reader sees
+    /// the previous file or the new one, never half of one.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        self.net
-            .save_safetensors(path)
+        crate::files::write_with(path, |tmp| self.net.save_safetensors(tmp).map_err(std::io::Error::other))
             .map_err(|e| Error::Weights { path: path.to_path_buf(), reason: e.to_string() })
     }
 
@@ -34,10 +31,10 @@ impl<N: Network> Model<N> {
     /// and dtype fit this network (a mismatch is an error and leaves the model unchanged).
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        check_weights_file(path, &model::tensor_infos(&self.net), &self.name)?;
+        check_weights_file(path, &model::tensor_infos(&self.net), &self.label())?;
         // Everything checked: load into a copy, then swap it in.
         let mut copy = self.net.clone();
-        copy.load_safetensors(path).map_err(|e| mismatch(path, &self.name, format!("{e:?}")))?;
+        copy.load_safetensors(path).map_err(|e| mismatch(path, &self.label(), format!("{e:?}")))?;
         self.net = copy;
         // Optimizer moments belong to the old weights.
         if let Some(o) = self.optimizer() {

@@ -24,6 +24,10 @@ pub struct EpochLog {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct History {
     pub epochs: Vec<EpochLog>,
+    /// With early stopping: the epoch whose monitored value was best.
+    pub best_epoch: Option<usize>,
+    /// Early stopping ended the training before the last epoch asked for.
+    pub stopped_early: bool,
 }
 
 impl History {
@@ -54,9 +58,36 @@ impl History {
         s
     }
 
-    /// Writes [`History::to_csv`] to `path`.
+    /// Writes [`History::to_csv`] to `path` (atomically: a reader sees the old file or the new one).
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
-        std::fs::write(path.as_ref(), self.to_csv()).map_err(|e| Error::io(path.as_ref(), e))
+        crate::files::write_atomic(path, self.to_csv().as_bytes())
+    }
+
+    /// Reads what [`History::to_csv`] wrote.
+    pub fn from_csv(text: &str) -> Result<History> {
+        let bad = |line: usize, what: &str| Error::InvalidArgument(format!("history.csv line {line}: {what}; the file is damaged — delete the run's folder"));
+        let mut lines = text.lines();
+        if lines.next().map(str::trim) != Some(Self::COLUMNS.join(",").as_str()) {
+            return Err(bad(1, &format!("expected the header {}", Self::COLUMNS.join(","))));
+        }
+        let mut epochs = Vec::new();
+        for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let cells: Vec<&str> = line.trim().split(',').collect();
+            if cells.len() != 6 {
+                return Err(bad(i + 2, "expected 6 values"));
+            }
+            let num = |j: usize| cells[j].parse::<f64>().map_err(|_| bad(i + 2, &format!("`{}` is not a number", cells[j])));
+            let opt = |j: usize| if cells[j].is_empty() { Ok(None) } else { num(j).map(Some) };
+            epochs.push(EpochLog {
+                epoch: cells[0].parse().map_err(|_| bad(i + 2, "bad epoch"))?,
+                loss: num(1)?,
+                accuracy: num(2)?,
+                val_loss: opt(3)?,
+                val_accuracy: opt(4)?,
+                seconds: num(5)?,
+            });
+        }
+        Ok(History { epochs, ..Default::default() })
     }
 
     /// The history as a polars DataFrame (columns [`History::COLUMNS`]; validation columns null when absent).
@@ -89,11 +120,17 @@ mod tests {
     fn dataframe_has_nulls_without_validation_and_csv_empty_cells() {
         let h = History {
             epochs: vec![EpochLog { epoch: 1, loss: 0.5, accuracy: 0.8, val_loss: None, val_accuracy: None, seconds: 1.0 }],
+            ..Default::default()
         };
         let df = h.to_dataframe().unwrap();
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
         assert_eq!(names, History::COLUMNS);
         assert_eq!(df.column("val_loss").unwrap().null_count(), 1);
         assert_eq!(h.to_csv(), "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,0.500000,0.800000,,,1.000\n");
+        assert_eq!(History::from_csv(&h.to_csv()).unwrap(), h);
+        let with_val = History { epochs: vec![EpochLog { val_loss: Some(0.25), val_accuracy: Some(0.75), ..h.epochs[0] }], ..Default::default() };
+        assert_eq!(History::from_csv(&with_val.to_csv()).unwrap(), with_val);
+        assert!(History::from_csv("epoch,loss\n").is_err());
+        assert!(History::from_csv(&(h.to_csv() + "2,x,1,,,1\n")).unwrap_err().to_string().contains("line 3"));
     }
 }

@@ -20,6 +20,8 @@
 //! | [`step`] | one training step: forward → loss → backward → update |
 //! | [`optimizer`] | [`Adam`], [`Sgd`] and their state |
 //! | `history.rs` | [`History`], what `fit` returns |
+//! | `options.rs` | [`FitOptions`], [`EarlyStopping`], [`RunLog`] |
+//! | `run_log.rs` | writing a run's folder (parameters, history, TensorBoard events, weights) |
 //! | `progress.rs` | Keras-style progress lines |
 //! | `checkpoint.rs` | save and load weights |
 //! | `evcxr_ids.rs` | why and how a model survives being used across notebook cells |
@@ -33,7 +35,9 @@ mod checkpoint;
 mod evcxr_ids;
 mod history;
 pub mod optimizer;
+mod options;
 mod progress;
+mod run_log;
 pub mod step;
 
 use std::fmt;
@@ -48,10 +52,13 @@ use crate::error::{Error, Result};
 use crate::model::{self, Dev, Images, Layer, Logits, Network, Rows, Summary};
 
 pub use history::{EpochLog, History};
+pub use options::{EarlyStopping, FitOptions, Monitor, RunLog};
 pub use optimizer::{Adam, Optimizer, Sgd};
 pub use step::argmax;
 
+use crate::json;
 use optimizer::OptState;
+use run_log::RunWriter;
 use progress::Progress;
 use step::{dev_err, Batch, PIXELS};
 
@@ -78,37 +85,6 @@ pub struct Evaluation {
 impl fmt::Display for Evaluation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "loss: {:.4} - accuracy: {:.4}", self.loss, self.accuracy)
-    }
-}
-
-/// What `fit` does besides the data: Keras' keyword arguments, with Keras' defaults.
-///
-/// ```no_run
-/// # use fashion::prelude::*;
-/// # fn f(model: &mut Model<MlpArch>, x: &Array3<f32>, y: &Array1<u8>) -> Result<()> {
-/// model.fit(x, y, FitOptions { epochs: 10, validation_split: 0.1, ..Default::default() })?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct FitOptions<'a> {
-    /// Passes over the training images (Keras' default: 1).
-    pub epochs: usize,
-    /// Images per gradient step (32).
-    pub batch_size: usize,
-    /// Images and labels scored after every epoch (`val_loss`, `val_accuracy`); never trained on.
-    pub validation_data: Option<(&'a Array3<f32>, &'a Array1<u8>)>,
-    /// Hold out this fraction of the training images — the last ones, before shuffling, as Keras
-    /// does — as validation data (0.0: none). Not together with `validation_data`.
-    pub validation_split: f64,
-    /// Shuffle the training images before each epoch (true); without, batches go in order.
-    pub shuffle: bool,
-    /// What to print.
-    pub verbose: Verbosity,
-}
-
-impl Default for FitOptions<'_> {
-    fn default() -> Self {
-        FitOptions { epochs: 1, batch_size: 32, validation_data: None, validation_split: 0.0, shuffle: true, verbose: Verbosity::Progress }
     }
 }
 
@@ -153,6 +129,14 @@ impl<N: Network> Model<N> {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How messages name this model: its name, or its type while it has the default name.
+    fn label(&self) -> String {
+        match self.name.as_str() {
+            "sequential" => model::short_type_name::<N>(),
+            name => name.to_string(),
+        }
     }
 
     /// The device tensors live on.
@@ -202,15 +186,57 @@ impl<N: Network> Model<N> {
     }
 
     /// Trains on `(x, y)` — `(n, 28, 28)` normalized images and their `n` labels — in mini-batches,
-    /// printing Keras-style progress, and scores the validation data after each epoch.
+    /// printing Keras-style progress, scoring the validation data after each epoch, stopping early and
+    /// logging the run when `options` say so.
     ///
-    /// Stops with [`Error::NonFiniteLoss`] (naming epoch and batch) if the loss becomes NaN or infinite.
+    /// Stops with [`Error::NonFiniteLoss`] (naming epoch and batch) if the loss becomes NaN or infinite;
+    /// a run log of a failed fit is removed.
     pub fn fit(&mut self, x: &Array3<f32>, y: &Array1<u8>, options: FitOptions) -> Result<History> {
-        let opt = self.opt.as_mut().ok_or_else(|| Error::InvalidArgument("call model.compile(optimizer) before fit()".into()))?;
+        if self.opt.is_none() {
+            return Err(Error::InvalidArgument("call model.compile(optimizer) before fit()".into()));
+        }
         let data = step::FitData::new(x, y, &options)?;
+        if let Some(stop) = options.early_stopping.filter(|s| s.monitor.needs_validation() && data.validation().is_none()) {
+            return Err(Error::InvalidArgument(format!(
+                "early stopping on {} needs validation data: set validation_split (e.g. 0.1) or validation_data",
+                stop.monitor.name()
+            )));
+        }
+        let mut run = match options.run.clone() {
+            Some(log) => Some(RunWriter::start(log, self.run_meta(&options, &data), data.validation().is_some())?),
+            None => None,
+        };
+        let trained = self.train_epochs(&data, &options, run.as_mut());
+        let Some(run) = run else { return trained };
+        let finished = trained.and_then(|history| {
+            if run.wants_weights() {
+                self.save(run.folder().join("model.safetensors"))?;
+            }
+            Ok(history)
+        });
+        match finished {
+            Ok(history) => {
+                let dir = run.finish(&history)?;
+                if options.verbose == Verbosity::Progress {
+                    println!("Run logged in {}", dir.display());
+                }
+                Ok(history)
+            }
+            Err(e) => {
+                run.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// The epochs of `fit`.
+    fn train_epochs(&mut self, data: &step::FitData, options: &FitOptions, mut run: Option<&mut RunWriter>) -> Result<History> {
+        let opt = self.opt.as_mut().ok_or_else(|| Error::InvalidArgument("call model.compile(optimizer) before fit()".into()))?;
         evcxr_ids::advance_ids_past(&self.net, &self.dev)?;
         let mut grads = self.net.try_alloc_grads().map_err(dev_err)?;
         let mut history = History::default();
+        let mut stopper = options.early_stopping.map(Stopper::new);
+        let mut step_count = 0;
         for epoch in 1..=options.epochs {
             let order = match options.shuffle {
                 true => BatchOrder::Shuffled { seed: step::mix(self.seed, self.epochs_done as u64) },
@@ -225,6 +251,10 @@ impl<N: Network> Model<N> {
                 let (stats, g) = step::train_step(&mut self.net, opt, batch, grads, (epoch, b + 1))?;
                 grads = g;
                 total.add(stats);
+                step_count += 1;
+                if let Some(w) = run.as_deref_mut() {
+                    w.batch(step_count, stats.mean_loss())?;
+                }
                 progress.batch(b + 1, total.mean_loss(), total.accuracy());
             }
             let seconds = start.elapsed().as_secs_f64();
@@ -234,16 +264,70 @@ impl<N: Network> Model<N> {
                 None => None,
             };
             progress.finish(total.mean_loss(), total.accuracy(), val, seconds);
-            history.epochs.push(EpochLog {
+            let log = EpochLog {
                 epoch,
                 loss: total.mean_loss(),
                 accuracy: total.accuracy(),
                 val_loss: val.map(|v| v.loss),
                 val_accuracy: val.map(|v| v.accuracy),
                 seconds,
-            });
+            };
+            if let Some(w) = run.as_deref_mut() {
+                w.epoch(&log)?;
+            }
+            history.epochs.push(log);
+            if let Some(s) = stopper.as_mut() {
+                if s.improved(&log) {
+                    history.best_epoch = Some(epoch);
+                    if s.config.restore_best_weights {
+                        s.best_net = Some(self.net.clone());
+                    }
+                } else if s.should_stop() {
+                    history.stopped_early = true;
+                    let best = history.best_epoch.unwrap_or(epoch);
+                    let restore = s.best_net.take();
+                    if options.verbose == Verbosity::Progress {
+                        let restoring = if restore.is_some() { format!("; restoring the weights of epoch {best}") } else { String::new() };
+                        println!("Epoch {epoch}: early stopping ({} best at epoch {best}){restoring}", s.config.monitor.name());
+                    }
+                    if let Some(net) = restore {
+                        self.net = net;
+                    }
+                    break;
+                }
+            }
         }
         Ok(history)
+    }
+
+    /// What a run log records about this fit.
+    fn run_meta(&self, options: &FitOptions, data: &step::FitData) -> Vec<(String, json::Value)> {
+        let opt = self.optimizer().unwrap_or_default();
+        let validation = match (options.validation_data.is_some(), options.validation_split > 0.0) {
+            (true, _) => "validation_data",
+            (false, true) => "validation_split",
+            _ => "none",
+        };
+        let stopping = options.early_stopping.map(|s| {
+            format!("{}, patience {}, min_delta {}{}", s.monitor.name(), s.patience, s.min_delta, if s.restore_best_weights { ", restore best weights" } else { "" })
+        });
+        vec![
+            ("name".into(), options.run.as_ref().map(|r| r.name.clone()).into()),
+            ("network".into(), model::short_type_name::<N>().into()),
+            ("model".into(), self.name.clone().into()),
+            ("params_count".into(), self.count_params().into()),
+            ("epochs".into(), options.epochs.into()),
+            ("batch_size".into(), options.batch_size.into()),
+            ("optimizer".into(), opt.name().into()),
+            ("learning_rate".into(), opt.learning_rate().into()),
+            ("seed".into(), self.seed.into()),
+            ("validation".into(), validation.into()),
+            ("validation_split".into(), options.validation_split.into()),
+            ("shuffle".into(), options.shuffle.into()),
+            ("train_images".into(), data.len().into()),
+            ("validation_images".into(), data.validation().map(|(_, y)| y.len()).into()),
+            ("early_stopping".into(), stopping.into()),
+        ]
     }
 
     /// Loss and accuracy on `(x, y)` (Keras' `model.evaluate`), printed as Keras prints it.
@@ -298,6 +382,49 @@ fn infer<M: Module<Images, Output = Logits, Error = <Dev as HasErr>::Err> + Sync
         })
         .collect::<Result<Vec<_>>>()?;
     Array2::from_shape_vec((n, NUM_CLASSES), parts.concat()).map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+/// Early stopping's state through the epochs.
+struct Stopper<M> {
+    config: EarlyStopping,
+    best: Option<f64>,
+    wait: usize,
+    best_net: Option<M>,
+}
+
+impl<M> Stopper<M> {
+    fn new(config: EarlyStopping) -> Self {
+        Stopper { config, best: None, wait: 0, best_net: None }
+    }
+
+    /// Records the epoch; true when its monitored value is the best so far (by more than `min_delta`).
+    fn improved(&mut self, e: &EpochLog) -> bool {
+        let m = self.config.monitor;
+        let value = match m {
+            Monitor::ValLoss => e.val_loss,
+            Monitor::ValAccuracy => e.val_accuracy,
+            Monitor::Loss => Some(e.loss),
+            Monitor::Accuracy => Some(e.accuracy),
+        };
+        let Some(v) = value else { return false };
+        let better = match self.best {
+            None => true,
+            Some(b) if m.lower_is_better() => v < b - self.config.min_delta,
+            Some(b) => v > b + self.config.min_delta,
+        };
+        if better {
+            self.best = Some(v);
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        better
+    }
+
+    /// After an epoch without improvement: has patience run out?
+    fn should_stop(&self) -> bool {
+        self.wait >= self.config.patience
+    }
 }
 
 impl<N: Network> fmt::Debug for Model<N> {
@@ -554,5 +681,76 @@ mod tests {
             let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-5, "{config:?}: max difference {diff}");
         }
+    }
+
+    /// Keras' `EarlyStopping`: an impossible `min_delta` makes every epoch after the first a
+    /// non-improvement, so patience decides when training stops.
+    #[test]
+    fn early_stopping_stops_after_patience_and_restores_the_best_weights() {
+        let (x, y) = toy(200, 12);
+        let never = |patience, restore| EarlyStopping { monitor: Monitor::Accuracy, patience, min_delta: 1.0, restore_best_weights: restore };
+        let mut m = quiet::<MlpArch>(1);
+        let h = m.fit(&x, &y, FitOptions { early_stopping: Some(never(0, false)), ..opts(10, 32) }).unwrap();
+        assert_eq!((h.epochs.len(), h.best_epoch, h.stopped_early), (2, Some(1), true));
+        let mut m = quiet::<MlpArch>(1);
+        let h = m.fit(&x, &y, FitOptions { early_stopping: Some(never(2, true)), ..opts(10, 32) }).unwrap();
+        assert_eq!((h.epochs.len(), h.best_epoch, h.stopped_early), (3, Some(1), true));
+        let mut one = quiet::<MlpArch>(1);
+        one.fit(&x, &y, opts(1, 32)).unwrap();
+        assert_eq!(m.logits(x.view()).unwrap(), one.logits(x.view()).unwrap(), "the weights after epoch 1 are back");
+        // Improving all along: no stop.
+        let mut m = quiet::<MlpArch>(1);
+        let keep = EarlyStopping { monitor: Monitor::Loss, patience: 0, ..Default::default() };
+        let h = m.fit(&x, &y, FitOptions { early_stopping: Some(keep), ..opts(3, 32) }).unwrap();
+        assert_eq!((h.epochs.len(), h.best_epoch, h.stopped_early), (3, Some(3), false));
+        // Monitoring validation loss needs validation data.
+        let e = m.fit(&x, &y, FitOptions { early_stopping: Some(EarlyStopping::default()), ..opts(3, 32) }).unwrap_err();
+        assert!(e.to_string().contains("validation_split"), "{e}");
+    }
+
+    #[test]
+    fn a_run_log_is_written_whole_and_read_back() {
+        let (x, y) = toy(300, 13);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("runs");
+        let mut m = quiet::<Cell>(2);
+        let log = RunLog { batch_loss_every: 2, ..RunLog::new(&root, "cell-a").with_weights().param("train_subset", 300) };
+        let h = m.fit(&x, &y, FitOptions { validation_split: 0.2, run: Some(log), ..opts(2, 32) }).unwrap();
+        let folder = root.join("cell-a");
+        for f in ["run.json", "history.csv", "model.safetensors"] {
+            assert!(folder.join(f).is_file(), "{f}");
+        }
+        for sub in ["train", "validation"] {
+            let files: Vec<_> = std::fs::read_dir(folder.join(sub)).unwrap().collect();
+            assert_eq!(files.len(), 1, "one event file in {sub}");
+        }
+        let run = crate::runs::load(&folder).unwrap();
+        assert_eq!(run.history.epochs.len(), 2);
+        assert!((run.history.epochs[1].val_loss.unwrap() - h.epochs[1].val_loss.unwrap()).abs() < 1e-6);
+        assert_eq!(run.get("network").unwrap().text(), "(Flatten<784>, Linear<784, 48>, ReLU, DropoutOneIn<5>, Linear<48, 10>)");
+        assert_eq!(run.get("train_images").unwrap().as_f64(), Some(240.0));
+        assert_eq!(run.get("train_subset").unwrap().text(), "300");
+        let back = Model::<Cell>::load(folder.join("model.safetensors")).unwrap();
+        assert_eq!(back.logits(x.view()).unwrap(), m.logits(x.view()).unwrap());
+
+        // A second run is listed first; one of the same name replaces the old one.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let mut m2 = quiet::<LinearArch>(3);
+        m2.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "linear-b")), ..opts(1, 32) }).unwrap();
+        let table = crate::runs::table(&root).unwrap();
+        assert_eq!(table.height(), 2);
+        let names: Vec<Option<&str>> = table.column("name").unwrap().str().unwrap().iter().collect();
+        assert_eq!(names, [Some("linear-b"), Some("cell-a")]);
+        assert_eq!(table.column("train_subset").unwrap().str().unwrap().get(1), Some("300"));
+        m2.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "linear-b")), ..opts(3, 32) }).unwrap();
+        assert_eq!(crate::runs::load(root.join("linear-b")).unwrap().history.epochs.len(), 3);
+
+        // A fit that fails leaves no run behind, not even a hidden one.
+        let mut bad = quiet::<LinearArch>(0);
+        bad.compile(Sgd { learning_rate: 1e38, momentum: 0.0 });
+        assert!(bad.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "diverged")), ..opts(2, 32) }).is_err());
+        let left: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(bad.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "../x")), ..opts(1, 32) }).unwrap_err().to_string().contains("plain folder name"));
     }
 }

@@ -1,0 +1,144 @@
+//! What `fit` takes besides the data: Keras' keyword arguments with Keras' defaults, early stopping,
+//! and where to log the run.
+
+use std::fmt::Display;
+use std::path::PathBuf;
+
+use ndarray::{Array1, Array3};
+
+use super::Verbosity;
+
+/// What `fit` does besides the data: Keras' keyword arguments, with Keras' defaults.
+///
+/// ```no_run
+/// # use fashion::prelude::*;
+/// # fn f(model: &mut Model<MlpArch>, x: &Array3<f32>, y: &Array1<u8>) -> Result<()> {
+/// let stop = EarlyStopping { patience: 2, restore_best_weights: true, ..Default::default() };
+/// model.fit(x, y, FitOptions { epochs: 20, validation_split: 0.1, early_stopping: Some(stop), ..Default::default() })?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FitOptions<'a> {
+    /// Passes over the training images (Keras' default: 1).
+    pub epochs: usize,
+    /// Images per gradient step (32).
+    pub batch_size: usize,
+    /// Images and labels scored after every epoch (`val_loss`, `val_accuracy`); never trained on.
+    pub validation_data: Option<(&'a Array3<f32>, &'a Array1<u8>)>,
+    /// Hold out this fraction of the training images — the last ones, before shuffling, as Keras
+    /// does — as validation data (0.0: none). Not together with `validation_data`.
+    pub validation_split: f64,
+    /// Shuffle the training images before each epoch (true); without, batches go in order.
+    pub shuffle: bool,
+    /// What to print.
+    pub verbose: Verbosity,
+    /// Stop when a monitored value stops improving (Keras' `EarlyStopping` callback).
+    pub early_stopping: Option<EarlyStopping>,
+    /// Write the run to a folder that outlives the kernel: parameters, history, TensorBoard events and
+    /// (if asked) the weights. See [`RunLog`].
+    pub run: Option<RunLog>,
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation_data: None,
+            validation_split: 0.0,
+            shuffle: true,
+            verbose: Verbosity::Progress,
+            early_stopping: None,
+            run: None,
+        }
+    }
+}
+
+/// The value early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Monitor {
+    /// Validation loss (lower is better): Keras' default.
+    #[default]
+    ValLoss,
+    /// Validation accuracy (higher is better).
+    ValAccuracy,
+    /// Training loss.
+    Loss,
+    /// Training accuracy.
+    Accuracy,
+}
+
+impl Monitor {
+    /// Keras' name: `val_loss`, `val_accuracy`, `loss`, `accuracy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::ValLoss => "val_loss",
+            Monitor::ValAccuracy => "val_accuracy",
+            Monitor::Loss => "loss",
+            Monitor::Accuracy => "accuracy",
+        }
+    }
+
+    pub(crate) fn needs_validation(self) -> bool {
+        matches!(self, Monitor::ValLoss | Monitor::ValAccuracy)
+    }
+
+    /// Lower is better for losses, higher for accuracies.
+    pub(crate) fn lower_is_better(self) -> bool {
+        matches!(self, Monitor::ValLoss | Monitor::Loss)
+    }
+}
+
+/// Keras' `EarlyStopping`: stop training once `monitor` has not improved by more than `min_delta` for
+/// `patience` epochs; with `restore_best_weights`, go back to the weights of the best epoch when
+/// stopping. Defaults as in Keras (`val_loss`, patience 0, min_delta 0, no restoring).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub restore_best_weights: bool,
+}
+
+/// Where and what `fit` logs: the folder `dir/name/` with `run.json` (the parameters and the final
+/// metrics), `history.csv`, TensorBoard event files (`train/`, `validation/`: `epoch_loss`,
+/// `epoch_accuracy`, and `batch_loss` every `batch_loss_every` batches) and, with
+/// [`with_weights`](RunLog::with_weights), `model.safetensors`.
+///
+/// The folder is written under a hidden temporary name and renamed when the run ends, so a run that
+/// was killed never appears as complete; a run of the same name is replaced. [`crate::runs::table`]
+/// lists the runs of `dir`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLog {
+    pub dir: PathBuf,
+    pub name: String,
+    pub save_weights: bool,
+    /// Anything else worth recording (the data subset, a note), as text.
+    pub params: Vec<(String, String)>,
+    /// Log the mean training loss of every this many batches to TensorBoard (0: epochs only).
+    pub batch_loss_every: usize,
+}
+
+impl RunLog {
+    /// The run `name` in the folder `dir` (e.g. `RunLog::new("../runs", "mlp-10-epochs")`).
+    pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>) -> RunLog {
+        RunLog { dir: dir.into(), name: name.into(), save_weights: false, params: Vec::new(), batch_loss_every: 100 }
+    }
+
+    /// Also save the final weights (`model.safetensors`).
+    pub fn with_weights(mut self) -> RunLog {
+        self.save_weights = true;
+        self
+    }
+
+    /// Records one more parameter (`.param("train_subset", 12000)`).
+    pub fn param(mut self, key: impl Into<String>, value: impl Display) -> RunLog {
+        self.params.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// The run's folder.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+}
