@@ -67,7 +67,7 @@ pub mod prelude {
         Adam, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
     };
     pub use crate::display::{EvcxrDisplay, Figure, Html, Table};
-    pub use crate::metrics::ConfusionMatrix;
+    pub use crate::metrics::{ConfusionMatrix, Spread};
     pub use crate::plot;
     pub use ndarray::{s, Array1, Array2, Array3, Axis};
     pub use polars::prelude::DataFrame;

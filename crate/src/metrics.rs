@@ -138,6 +138,53 @@ pub fn compare(runs: &[(&str, &History)]) -> Result<DataFrame> {
     .map_err(Error::from)
 }
 
+/// The results of a grid of runs, for a table and [`plot::spread`](crate::plot::spread): for each
+/// series (say a hidden width) and x (say a learning rate), one value per seed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Spread {
+    pub series: Vec<(String, Vec<(f64, Vec<f64>)>)>,
+}
+
+impl Spread {
+    /// Records `value` for `series` at `x`.
+    pub fn add(&mut self, series: &str, x: f64, value: f64) {
+        let s = match self.series.iter().position(|(n, _)| n == series) {
+            Some(i) => &mut self.series[i].1,
+            None => {
+                self.series.push((series.to_string(), Vec::new()));
+                &mut self.series.last_mut().expect("just pushed").1
+            }
+        };
+        match s.iter_mut().find(|(px, _)| *px == x) {
+            Some((_, values)) => values.push(value),
+            None => s.push((x, vec![value])),
+        }
+    }
+
+    /// One row per series and x: `series, x, mean, min, max, runs`.
+    pub fn table(&self) -> Result<DataFrame> {
+        let rows: Vec<(&str, f64, &Vec<f64>)> =
+            self.series.iter().flat_map(|(n, pts)| pts.iter().map(move |(x, v)| (n.as_str(), *x, v))).collect();
+        let stat = |f: fn(&[f64]) -> f64| rows.iter().map(|r| f(r.2)).collect::<Vec<_>>();
+        Ok(df!(
+            "series" => rows.iter().map(|r| r.0.to_string()).collect::<Vec<_>>(),
+            "x" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "mean" => stat(|v| v.iter().sum::<f64>() / v.len().max(1) as f64),
+            "min" => stat(|v| v.iter().cloned().fold(f64::INFINITY, f64::min)),
+            "max" => stat(|v| v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)),
+            "runs" => rows.iter().map(|r| r.2.len() as u32).collect::<Vec<_>>(),
+        )?)
+    }
+
+    /// Shows the table when it ends a notebook cell.
+    pub fn evcxr_display(&self) {
+        match self.table() {
+            Ok(df) => crate::display::Table(df).evcxr_display(),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +228,19 @@ mod tests {
         let c = compare(&[("a", &h), ("b", &h)]).unwrap();
         assert_eq!(c.shape(), (2, 6));
         assert_eq!(c.column("accuracy").unwrap().f64().unwrap().get(1), Some(0.8));
+    }
+
+    #[test]
+    fn spread_groups_values_by_series_and_x() {
+        let mut s = Spread::default();
+        for (series, x, v) in [("a", 1.0, 0.5), ("a", 1.0, 0.7), ("b", 1.0, 0.1), ("a", 2.0, 0.9)] {
+            s.add(series, x, v);
+        }
+        let t = s.table().unwrap();
+        assert_eq!(t.shape(), (3, 6));
+        assert_eq!(t.column("mean").unwrap().f64().unwrap().get(0), Some(0.6));
+        assert_eq!(t.column("min").unwrap().f64().unwrap().get(0), Some(0.5));
+        assert_eq!(t.column("runs").unwrap().u32().unwrap().get(0), Some(2));
+        assert_eq!(t.column("series").unwrap().str().unwrap().get(2), Some("b"));
     }
 }

@@ -12,6 +12,8 @@
 //! | pixel histogram before / after normalization | [`pixel_histograms`] |
 //! | most confident mistakes | [`confident_mistakes`] |
 //! | any y-versus-x lines (e.g. accuracy vs epochs) | [`lines`] |
+//! | a grid of runs: mean and spread over seeds | [`spread`] |
+//! | what a linear classifier learned: its weights as images | [`weight_images`] |
 //!
 //! Text uses DejaVu Sans, embedded in the binary (crate `dejavu`): no system fonts needed.
 
@@ -26,7 +28,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::data::{sample_indices, Dataset, CLASS_NAMES, NUM_CLASSES};
 pub use crate::display::Figure;
 use crate::error::{Error, Result};
-use crate::metrics::{self, ConfusionMatrix};
+use crate::metrics::{self, ConfusionMatrix, Spread};
 use crate::train::{argmax, History};
 
 /// Right predictions (the guide's `'blue'`).
@@ -456,6 +458,106 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
     })
 }
 
+/// A grid of runs (see [`Spread`]): for each series a line through the means over seeds, with a bar
+/// from the smallest to the largest value at each x. With `log_x` the x axis is logarithmic (learning
+/// rates).
+pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bool) -> Result<Figure> {
+    let fx = |x: f64| if log_x { x.log10() } else { x };
+    let all: Vec<(f64, f64)> =
+        sweep.series.iter().flat_map(|(_, pts)| pts.iter().flat_map(|(x, v)| v.iter().map(move |&y| (fx(*x), y)))).collect();
+    if all.is_empty() {
+        return Err(Error::InvalidArgument("nothing to plot: the sweep has no results".into()));
+    }
+    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (xp, yp) = (((x1 - x0) * 0.08).max(0.1), ((y1 - y0) * 0.12).max(1e-3));
+    render(720, 430, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, font(18.0))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0 - xp)..(x1 + xp), (y0 - yp)..(y1 + yp))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .disable_x_mesh()
+            .x_label_formatter(&|_| String::new())
+            .y_label_formatter(&|y| format!("{y:.3}"))
+            .label_style(font(12.0))
+            .draw()
+            .map_err(err)?;
+        // The grid's own x values as the axis labels.
+        let mut xs: Vec<f64> = sweep.series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).collect();
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs.dedup();
+        for &x in &xs {
+            let (px, py) = chart.plotting_area().map_coordinate(&(fx(x), y0 - yp));
+            let label = if log_x { format!("{x:e}") } else { format!("{x}") };
+            root.draw(&Text::new(label, (px, py + 6), centered(12.0, BLACK))).map_err(err)?;
+        }
+        for (k, (name, pts)) in sweep.series.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            let mut pts: Vec<(f64, Vec<f64>)> = pts.iter().map(|(x, v)| (fx(*x), v.clone())).collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let means: Vec<(f64, f64)> = pts.iter().map(|(x, v)| (*x, v.iter().sum::<f64>() / v.len().max(1) as f64)).collect();
+            draw_line(&mut chart, format!("{name} (mean, min–max)"), &means, color, 4)?;
+            let cap = (x1 - x0 + 2.0 * xp) * 0.01;
+            for (x, v) in &pts {
+                let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
+                for seg in [vec![(*x, lo), (*x, hi)], vec![(x - cap, lo), (x + cap, lo)], vec![(x - cap, hi), (x + cap, hi)]] {
+                    chart.draw_series(std::iter::once(PathElement::new(seg, color.stroke_width(2)))).map_err(err)?;
+                }
+            }
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 13.0)
+    })
+}
+
+/// RdBu-like diverging colours: blue for −1, white for 0, red for +1.
+fn red_blue(v: f32) -> RGBColor {
+    let v = v.clamp(-1.0, 1.0);
+    let lerp = |a: f32, b: f32, t: f32| (a + (b - a) * t).round() as u8;
+    if v >= 0.0 {
+        RGBColor(lerp(255.0, 178.0, v), lerp(255.0, 24.0, v), lerp(255.0, 43.0, v))
+    } else {
+        RGBColor(lerp(255.0, 33.0, -v), lerp(255.0, 102.0, -v), lerp(255.0, 172.0, -v))
+    }
+}
+
+/// What a linear classifier learned: each of the 10 rows of its `(10, 784)` weight matrix drawn as a
+/// 28×28 image, red where a bright pixel is evidence *for* the class, blue where it is evidence
+/// against, on one colour scale for all ten.
+pub fn weight_images(weights: &Array2<f32>) -> Result<Figure> {
+    if weights.shape() != [NUM_CLASSES, 28 * 28] {
+        return Err(Error::InvalidArgument(format!(
+            "weights must be (10, 784) — a Linear<784, 10>'s `weight` — got {:?}",
+            weights.shape()
+        )));
+    }
+    let top = weights.iter().fold(0f32, |m, w| m.max(w.abs())).max(1e-12);
+    let (cols, scale, tile_w) = (5, 4, 140);
+    let side = 28 * scale;
+    let tile_h = side + 26;
+    render((cols * tile_w + 10) as u32, (2 * tile_h + 40) as u32, |root| {
+        for (k, row) in weights.outer_iter().enumerate() {
+            let (r, c) = ((k / cols as usize) as i32, (k % cols as usize) as i32);
+            let x = 5 + c * tile_w + (tile_w - side) / 2;
+            let y = 5 + r * tile_h;
+            let img = row.to_owned().into_shape_with_order((28, 28)).map_err(err)?;
+            draw_image(root, img.view(), (x, y), scale, |v| red_blue(v / top))?;
+            root.draw(&Rectangle::new([(x, y), (x + side, y + side)], GREY.stroke_width(1))).map_err(err)?;
+            root.draw(&Text::new(CLASS_NAMES[k], (5 + c * tile_w + tile_w / 2, y + side + 4), centered(13.0, BLACK)))
+                .map_err(err)?;
+        }
+        let note = format!("red: evidence for the class, blue: against (scale ±{top:.3})");
+        root.draw(&Text::new(note, ((cols * tile_w + 10) / 2, 2 * tile_h + 12), centered(13.0, GREY))).map_err(err)?;
+        Ok(())
+    })
+}
+
 /// An x-y chart with `f64` axes.
 type XyChart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
@@ -713,5 +815,25 @@ mod tests {
         assert!(prediction_grid(&d, &Array2::zeros((3, 10)), 2, 2, 0).is_err());
         assert!(value_array(&Array1::zeros(3), None).is_err());
         assert!(lines("x", "x", "y", &[]).is_err());
+        assert!(spread(&Spread::default(), "t", "x", "y", true).is_err());
+        assert!(weight_images(&Array2::zeros((10, 100))).is_err());
+    }
+
+    #[test]
+    fn spread_draws_a_bar_per_point_and_weights_are_red_and_blue() {
+        let mut s = Spread::default();
+        for (x, v) in [(1e-3, 0.80), (1e-3, 0.84), (1e-2, 0.70), (1e-2, 0.78)] {
+            s.add("128 hidden", x, v);
+        }
+        let f = spread(&s, "sweep", "learning rate", "val_accuracy", true).unwrap();
+        assert!(count(&f, 0, 0, f.width, f.height, |p| p != [255, 255, 255]) > 2000);
+        // A weight matrix positive in class 0's first rows, negative in class 1's.
+        let mut w = Array2::<f32>::zeros((10, 784));
+        w.slice_mut(ndarray::s![0, ..100]).fill(1.0);
+        w.slice_mut(ndarray::s![1, ..100]).fill(-1.0);
+        let f = weight_images(&w).unwrap();
+        let red = count(&f, 0, 0, f.width, f.height, |p| p[0] > 150 && p[1] < 60 && p[2] < 80);
+        let blue = count(&f, 0, 0, f.width, f.height, |p| p[2] > 150 && p[0] < 60);
+        assert!(red > 1000 && blue > 1000, "red {red}, blue {blue}");
     }
 }
