@@ -5,7 +5,10 @@ Each notebook runs top to bottom with small parameters (EPOCHS, TRAIN_SUBSET bel
   - any error output, except in the cell tagged `raises-exception` (which must fail),
   - any stderr output containing `panicked at` (evcxr reports panics as success),
   - a cell tagged `figure` without an image/png or text/html output,
-  - facts it prints being wrong (shapes) or an accuracy below a floor suited to the reduced run.
+  - facts it prints being wrong (shapes) or an accuracy below a floor suited to the reduced run,
+  - the test set scored more than once (one `313/313 - …` line of `evaluate` at most: choices are made
+    on validation data).
+Notebook 05 runs twice with different EPOCHS into one runs folder and must list both runs.
 The executed copies, with their outputs, are kept in tests/executed/ for a person to open.
 
 Run with: scripts/test (or `source scripts/notebook-env; python -m pytest tests/`).
@@ -45,11 +48,8 @@ def text_of(output):
     return output.get("data", {}).get("text/plain", "")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes_and_shows_its_results(path, monkeypatch):
-    env, train_rows, floor = PARAMS[path.stem]
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+def execute(path, keep=True):
+    """Runs the notebook in a fresh kernel; keeps the executed copy in tests/executed/."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -62,9 +62,25 @@ def test_notebook_executes_and_shows_its_results(path, monkeypatch):
     try:
         client.execute()
     finally:
-        EXECUTED.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, EXECUTED / path.name)
+        if keep:
+            EXECUTED.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, EXECUTED / path.name)
     print(f"{path.name}: {time.time() - start:.0f} s")
+    return nb
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes_and_shows_its_results(path, monkeypatch, tmp_path):
+    env, train_rows, floor = PARAMS[path.stem]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if path.stem == "05-epochs-experiment":
+        # An earlier run with other epochs, in a kernel of its own: the second run must list both.
+        monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
+        monkeypatch.setenv("EPOCHS", "2")
+        execute(path, keep=False)
+        monkeypatch.setenv("EPOCHS", env["EPOCHS"])
+    nb = execute(path)
 
     problems = []
     all_text = []
@@ -103,6 +119,12 @@ def test_notebook_executes_and_shows_its_results(path, monkeypatch):
             for acc in found:
                 if acc < floor:
                     problems.append(f"{where}: accuracy {acc} below the floor {floor}")
+    joined = "\n".join(all_text)
+    scored = re.findall(r"^313/313 - ", joined, flags=re.M)
+    if len(scored) > 1:
+        problems.append(f"the test set was scored {len(scored)} times; score it once, at the end")
+    if path.stem == "05-epochs-experiment" and "2 runs logged" not in joined:
+        problems.append("notebook 05 run twice does not list both runs")
     if path.stem == "01-explore-the-data":
         joined = "\n".join(all_text)
         assert "Train Labels Shape: (60000,)" in joined
