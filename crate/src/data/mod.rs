@@ -24,6 +24,7 @@ use ndarray::{Array1, Array3, Axis};
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 
 /// The crate's small seeded generator (dropout masks, tests).
+#[cfg_attr(feature = "cuda", allow(dead_code))]
 pub(crate) fn batch_rng(seed: u64) -> batch::SplitMix64 {
     batch::SplitMix64(seed)
 }

@@ -82,8 +82,7 @@ pub trait Network: BuildOnDevice<Dev, f32, Built = Self::Net> + 'static {
         + Module<Images, Output = Logits, Error = <Dev as HasErr>::Err>
         + ModuleMut<Images<OwnedTape<f32, Dev>>, Output = Logits<OwnedTape<f32, Dev>>, Error = <Dev as HasErr>::Err>
         + Clone
-        + Send
-        + Sync;
+        + Threads;
 }
 
 impl<N, M> Network for N
@@ -94,11 +93,22 @@ where
         + Module<Images, Output = Logits, Error = <Dev as HasErr>::Err>
         + ModuleMut<Images<OwnedTape<f32, Dev>>, Output = Logits<OwnedTape<f32, Dev>>, Error = <Dev as HasErr>::Err>
         + Clone
-        + Send
-        + Sync,
+        + Threads,
 {
     type Net = M;
 }
+
+/// `Send + Sync` on the CPU, where inference runs its batches on all cores; nothing with the `cuda`
+/// feature (dfdx's CUDA device is neither, and batches run one after the other on the GPU).
+#[cfg(not(feature = "cuda"))]
+pub trait Threads: Send + Sync {}
+#[cfg(not(feature = "cuda"))]
+impl<T: Send + Sync> Threads for T {}
+/// `Send + Sync` on the CPU; nothing with the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub trait Threads {}
+#[cfg(feature = "cuda")]
+impl<T> Threads for T {}
 
 /// The readable form of a type's name: `fashion::model::layers::builders::Linear<784, 128>` →
 /// `Linear<784, 128>`.

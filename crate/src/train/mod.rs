@@ -45,6 +45,7 @@ use std::time::Instant;
 
 use dfdx::prelude::*;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
+#[cfg(not(feature = "cuda"))]
 use rayon::prelude::*;
 
 use crate::data::{BatchOrder, Batches, LastBatch, NUM_CLASSES};
@@ -368,19 +369,20 @@ impl<N: Network> Model<N> {
     }
 }
 
-/// The logits of `x` through `net`, in batches of [`INFERENCE_BATCH`] on all cores at once.
-fn infer<M: Module<Images, Output = Logits, Error = <Dev as HasErr>::Err> + Sync>(net: &M, dev: &Dev, x: ArrayView3<f32>) -> Result<Array2<f32>> {
+/// The logits of `x` through `net`, in batches of [`INFERENCE_BATCH`] (on the CPU: on all cores at once).
+fn infer<M: Module<Images, Output = Logits, Error = <Dev as HasErr>::Err> + model::Threads>(net: &M, dev: &Dev, x: ArrayView3<f32>) -> Result<Array2<f32>> {
     let xs = step::check_images(x)?;
     let n = x.len_of(Axis(0));
     let starts: Vec<usize> = (0..n).step_by(INFERENCE_BATCH).collect();
-    let parts = starts
-        .par_iter()
-        .map(|&start| -> Result<Vec<f32>> {
-            let stop = (start + INFERENCE_BATCH).min(n);
-            let batch = step::images(dev, xs[start * PIXELS..stop * PIXELS].to_vec())?;
-            Ok(step::host_logits(&net.try_forward(batch).map_err(dev_err)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let batch = |&start: &usize| -> Result<Vec<f32>> {
+        let stop = (start + INFERENCE_BATCH).min(n);
+        let batch = step::images(dev, xs[start * PIXELS..stop * PIXELS].to_vec())?;
+        Ok(step::host_logits(&net.try_forward(batch).map_err(dev_err)?))
+    };
+    #[cfg(not(feature = "cuda"))]
+    let parts = starts.par_iter().map(batch).collect::<Result<Vec<_>>>()?;
+    #[cfg(feature = "cuda")]
+    let parts = starts.iter().map(batch).collect::<Result<Vec<_>>>()?;
     Array2::from_shape_vec((n, NUM_CLASSES), parts.concat()).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
