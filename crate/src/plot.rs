@@ -407,7 +407,7 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
                 .draw()
                 .map_err(err)?;
             for (k, (name, h)) in runs.iter().enumerate() {
-                let color = Palette99::pick(k).to_rgba();
+                let color = series_color(k);
                 let train: Vec<(f64, f64)> = h.epochs.iter().map(|e| (e.epoch as f64, get(e).0)).collect();
                 draw_line(&mut chart, format!("{name} train"), &train, color, 3)?;
                 let val: Vec<(f64, f64)> = h.epochs.iter().filter_map(|e| get(e).1.map(|v| (e.epoch as f64, v))).collect();
@@ -452,7 +452,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
             .draw()
             .map_err(err)?;
         for (k, (name, p)) in series.iter().enumerate() {
-            draw_line(&mut chart, name.to_string(), p, Palette99::pick(k).to_rgba(), 4)?;
+            draw_line(&mut chart, name.to_string(), p, series_color(k), 4)?;
         }
         draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 13.0)
     })
@@ -499,7 +499,7 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
             root.draw(&Text::new(label, (px, py + 6), centered(12.0, BLACK))).map_err(err)?;
         }
         for (k, (name, pts)) in sweep.series.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
+            let color = series_color(k);
             let mut pts: Vec<(f64, Vec<f64>)> = pts.iter().map(|(x, v)| (fx(*x), v.clone())).collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             let means: Vec<(f64, f64)> = pts.iter().map(|(x, v)| (*x, v.iter().sum::<f64>() / v.len().max(1) as f64)).collect();
@@ -556,6 +556,16 @@ pub fn weight_images(weights: &Array2<f32>) -> Result<Figure> {
         root.draw(&Text::new(note, ((cols * tile_w + 10) / 2, 2 * tile_h + 12), centered(13.0, GREY))).map_err(err)?;
         Ok(())
     })
+}
+
+/// Matplotlib's "tab10" colours, one per series: all dark enough to read on white.
+fn series_color(k: usize) -> RGBAColor {
+    const TAB10: [(u8, u8, u8); 10] = [
+        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    ];
+    let (r, g, b) = TAB10[k % TAB10.len()];
+    RGBColor(r, g, b).to_rgba()
 }
 
 /// An x-y chart with `f64` axes.
