@@ -142,8 +142,12 @@ pub fn compare(runs: &[(&str, &History)]) -> Result<DataFrame> {
 /// series (say a hidden width) and x (say a learning rate), one value per seed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Spread {
-    pub series: Vec<(String, Vec<(f64, Vec<f64>)>)>,
+    /// `(series name, [(x, values over seeds)])`.
+    pub series: Vec<(String, Points)>,
 }
+
+/// The points of one series of a [`Spread`]: each x with its values.
+pub type Points = Vec<(f64, Vec<f64>)>;
 
 impl Spread {
     /// Records `value` for `series` at `x`.
