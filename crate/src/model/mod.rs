@@ -110,6 +110,14 @@ pub trait Threads {}
 #[cfg(feature = "cuda")]
 impl<T> Threads for T {}
 
+/// Keras' `summary()` of the built network `net` of type `N`, or [`Error::Network`] when its layers do
+/// not fit `(28, 28)` images.
+pub fn summarize<N: Network>(net: &N::Net, name: &str) -> Result<Summary, Error> {
+    let mut rows = Rows::default();
+    net.describe(&[28, 28], &mut rows).map_err(|reason| Error::Network { network: short_type_name::<N>(), reason })?;
+    Ok(Summary { name: name.to_string(), type_name: short_type_name::<N>(), layers: rows.rows, total_params: net.num_trainable_params() })
+}
+
 /// The readable form of a type's name: `fashion::model::layers::builders::Linear<784, 128>` →
 /// `Linear<784, 128>`.
 pub fn short_type_name<T: ?Sized>() -> String {
@@ -306,13 +314,16 @@ pub(crate) fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::Model;
+
+    fn summary<N: Network>(name: &str) -> Summary {
+        summarize::<N>(&Dev::seed_from_u64(0).build_module::<N, f32>(), name).unwrap()
+    }
 
     /// A network no one wrote into the crate, as a notebook cell would.
     type Cell = (Flatten<784>, (Linear<784, 64>, ReLU, DropoutOneIn<5>), Linear<64, 32>, ReLU, Linear<32, 10>);
 
     fn rows<N: Network>() -> Vec<(String, &'static str, Vec<usize>, usize)> {
-        let s = Model::<N>::new(0).unwrap().summary();
+        let s = summary::<N>("x");
         let total: usize = s.layers.iter().map(|l| l.params).sum();
         assert_eq!(total, s.total_params, "rows add up to the tensors' count");
         s.layers.into_iter().map(|l| (l.name, l.kind, l.output, l.params)).collect()
@@ -321,11 +332,11 @@ mod tests {
     #[test]
     fn parameter_counts_match_keras() {
         for (n, want) in [
-            (Model::<LinearArch>::new(0).unwrap().summary().total_params, 7_850),
-            (Model::<MlpArch>::new(0).unwrap().summary().total_params, 101_770),
-            (Model::<DeepMlpArch>::new(0).unwrap().summary().total_params, 567_434),
-            (Model::<CnnArch>::new(0).unwrap().summary().total_params, 421_642),
-            (Model::<Cell>::new(0).unwrap().summary().total_params, 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10),
+            (summary::<LinearArch>("x").total_params, 7_850),
+            (summary::<MlpArch>("x").total_params, 101_770),
+            (summary::<DeepMlpArch>("x").total_params, 567_434),
+            (summary::<CnnArch>("x").total_params, 421_642),
+            (summary::<Cell>("x").total_params, 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10),
         ] {
             assert_eq!(n, want);
         }
@@ -347,17 +358,17 @@ mod tests {
         assert_eq!(cnn[10], s("dropout", "Dropout", &[128], 0));
         let cell = rows::<Cell>();
         assert_eq!(cell.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["flatten", "dense", "re_lu", "dropout", "dense_1", "re_lu_1", "dense_2"]);
-        let summary = Model::<Cell>::new(0).unwrap().named("cell").summary().to_string();
+        let summary = summary::<Cell>("cell").to_string();
         assert!(summary.starts_with("Model: \"cell\"\nType: (Flatten<784>, (Linear<784, 64>, ReLU, DropoutOneIn<5>), Linear<64, 32>, ReLU, Linear<32, 10>)"), "{summary}");
         assert!(summary.contains("Total params: 52,650"), "{summary}");
     }
 
     /// `Flatten<N>` with the wrong `N` compiles (the compiler cannot multiply the shape) but is refused
-    /// when the model is built, naming the right `N`.
+    /// when the model is built (`Model::new` calls this), naming the right `N`.
     #[test]
     fn a_wrong_flatten_is_an_error_naming_the_fix() {
         type Wrong = (Flatten<100>, Linear<100, 10>);
-        let e = Model::<Wrong>::new(0).unwrap_err().to_string();
+        let e = summarize::<Wrong>(&Dev::default().build_module::<Wrong, f32>(), "x").unwrap_err().to_string();
         assert!(e.contains("Flatten<784>") && e.contains("(Flatten<100>, Linear<100, 10>)"), "{e}");
     }
 
@@ -384,14 +395,14 @@ mod tests {
     /// Keras' initialisation, drawn once when the layers are built.
     #[test]
     fn keras_initialisation_bounds_and_zero_biases() {
-        let cnn = Model::<CnnArch>::new(3).unwrap();
-        let conv2 = &cnn.network().2;
+        let cnn = Dev::seed_from_u64(3).build_module::<CnnArch, f32>();
+        let conv2 = &cnn.2;
         let b = (6.0f32 / (9.0 * 32.0 + 9.0 * 64.0)).sqrt();
         let w = conv2.weight.as_vec();
         assert!(w.iter().all(|v| v.abs() <= b));
         assert!(w.iter().any(|v| v.abs() > 0.9 * b), "uses the whole range");
         assert!(conv2.bias.as_vec().iter().all(|&v| v == 0.0));
-        let dense = &cnn.network().4 .0;
+        let dense = &cnn.4 .0;
         let b = (6.0f32 / (3136.0 + 128.0)).sqrt();
         assert!(dense.weight.as_vec().iter().all(|v| v.abs() <= b));
     }

@@ -50,7 +50,7 @@ use rayon::prelude::*;
 
 use crate::data::{BatchOrder, Batches, LastBatch, NUM_CLASSES};
 use crate::error::{Error, Result};
-use crate::model::{self, Dev, Images, Layer, Logits, Network, Rows, Summary};
+use crate::model::{self, Dev, Images, Layer, Logits, Network, Summary};
 
 pub use history::{EpochLog, History};
 pub use options::{EarlyStopping, FitOptions, Monitor, RunLog};
@@ -115,8 +115,8 @@ impl<N: Network> Model<N> {
         let mut net = dev.try_build_module::<N, f32>().map_err(dev_err)?;
         #[cfg(feature = "cuda")]
         model::glorot_init(&mut net).map_err(dev_err)?;
+        model::summarize::<N>(&net, "sequential")?;
         let mut model = Model::<N> { name: "sequential".into(), seed, dev, net, opt: None, epochs_done: 0, verbosity: Verbosity::Progress };
-        model.describe()?;
         // The first layer's input is the images: nothing needs its gradient.
         Layer::input_is_data(&mut model.net);
         Ok(model)
@@ -155,23 +155,16 @@ impl<N: Network> Model<N> {
         self.net.num_trainable_params()
     }
 
-    fn describe(&self) -> Result<Rows> {
-        let mut rows = Rows::default();
-        self.net
-            .describe(&[28, 28], &mut rows)
-            .map_err(|reason| Error::Network { network: model::short_type_name::<N>(), reason })?;
-        Ok(rows)
-    }
-
     /// Keras' `model.summary()`: every layer with its output shape and parameter count, read from the
     /// network's type and weights.
     pub fn summary(&self) -> Summary {
-        Summary {
+        // `new` checked that the layers fit the images, so describing them cannot fail here.
+        model::summarize::<N>(&self.net, &self.name).unwrap_or_else(|_| Summary {
             name: self.name.clone(),
             type_name: model::short_type_name::<N>(),
-            layers: self.describe().map(|r| r.rows).unwrap_or_default(),
+            layers: Vec::new(),
             total_params: self.count_params(),
-        }
+        })
     }
 
     /// Chooses the optimizer: `Adam { learning_rate: 1e-3 }` or `Sgd { .. }`. The loss is the sparse
@@ -565,6 +558,13 @@ mod tests {
         let mut m = quiet::<MlpArch>(0);
         let e = m.fit(&x, &y, opts(1, 32)).unwrap_err().to_string();
         assert!(e.contains("image 50"), "{e}");
+    }
+
+    #[test]
+    fn a_network_that_does_not_fit_the_images_is_refused_by_new() {
+        type Wrong = (Flatten<100>, Linear<100, 10>);
+        let e = Model::<Wrong>::new(0).unwrap_err();
+        assert!(matches!(e, Error::Network { .. }) && e.to_string().contains("write Flatten<784>"), "{e}");
     }
 
     #[test]
