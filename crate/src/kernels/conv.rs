@@ -1,6 +1,6 @@
 //! Stride-1 `K×K` convolution + ReLU + max-pool on NHWC images, forward and backward: im2col and one
 //! matrix product per chunk of images (or Winograd, see [`super::winograd`]), then the fused pooling of
-//! [`super::pool`]. One group of images per core.
+//! [`super::pool`]. Groups of a fixed number of images, spread over the cores.
 
 use rayon::prelude::*;
 
@@ -124,7 +124,11 @@ fn winograd_applies(g: &ConvGeom) -> bool {
     g.k == 3 && g.p == 1 && g.cin >= 2
 }
 
-/// What the forward pass keeps for backward, per group of images (one group per thread).
+/// Images per group. Fixed — not one group per thread — so that the kernel gradient is summed in the
+/// same order whatever the number of threads: the same seed gives the same weights on 1, 2 or 16 cores.
+const GROUP: usize = 16;
+
+/// What the forward pass keeps for backward, per group of images.
 pub(crate) struct Saved {
     groups: Vec<GroupSaved>,
     /// Images per group (the last group may have fewer).
@@ -141,12 +145,12 @@ struct GroupSaved {
 /// Forward pass of a batch: `x` is `(B, H, W, IN)`, `kernel` `(K·K·IN, OUT)`, `bias` `(OUT)`. Returns the
 /// pooled output `(B, H'/POOL, W'/POOL, OUT)` and — when `train` — what backward needs.
 ///
-/// The batch is split into one group of images per thread; each thread runs im2col, one matrix product
+/// The batch is split into groups of [`GROUP`] images spread over the threads; each runs im2col, one matrix product
 /// `(n·H'·W', K·K·IN) × (K·K·IN, OUT)` and the pooling for its group alone, so the two cores meet once
 /// per layer instead of inside every product. Inference goes in chunks of a few images to bound memory.
 pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kernel: &[f32], bias: &[f32], train: bool) -> (Vec<f32>, Option<Saved>) {
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
-    let per = batch.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let per = GROUP;
     let mut out = vec![0f32; batch * out_len];
     if batch == 0 || out_len == 0 {
         return (out, train.then(|| Saved { groups: Vec::new(), per }));
@@ -191,7 +195,8 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
 
 /// Backward pass: from the gradient of the pooled output, adds the kernel and bias gradients into
 /// `grad_kernel` `(K·K·IN, OUT)` and `grad_bias`, and — when `grad_x` is given — the input gradient
-/// `(B, H, W, IN)`. Each thread handles the group of images it had in forward.
+/// `(B, H, W, IN)`. Each group of images of the forward pass is one task; their kernel and bias
+/// gradients are added in group order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_relu_pool_backward(
     g: &ConvGeom,
