@@ -23,6 +23,13 @@ pub enum Error {
         download_error: Option<Box<Error>>,
     },
 
+    /// `FASHION_MNIST_DIR` names a folder that lacks some of the four files (no silent fallback).
+    #[error(
+        "FASHION_MNIST_DIR={dir} lacks {missing}. Fix: point FASHION_MNIST_DIR at the folder holding the four \
+         files (raw or .gz), or unset it to use data/fashion-mnist/ or the system copy"
+    )]
+    DatasetDirIncomplete { dir: PathBuf, missing: String },
+
     /// Reading or writing a file failed.
     #[error("cannot access {path}: {source}. Fix: check that the path exists and is readable/writable")]
     Io {

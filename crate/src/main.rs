@@ -150,6 +150,12 @@ impl WithNetwork for TrainArgs {
         };
         let d = data::load_data()?;
         println!("Data: {}", d.source.display());
+        if let Some(n) = self.train_subset.filter(|&n| n == 0 || n > d.train.len()) {
+            return Err(fashion::Error::InvalidArgument(format!(
+                "--train-subset {n}: choose between 1 and the {} training images",
+                d.train.len()
+            )));
+        }
         let train = match self.train_subset {
             Some(n) => d.train.take(n),
             None => d.train.clone(),

@@ -102,8 +102,11 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// The first `n` samples (all of them when `n >= len`), for quick runs.
+    /// The first `n` samples (all of them, with a note on stderr, when `n` is larger), for quick runs.
     pub fn take(&self, n: usize) -> Dataset {
+        if n > self.len() {
+            eprintln!("note: asked for {n} images, there are {}: taking all {}", self.len(), self.len());
+        }
         let n = n.min(self.len());
         Dataset {
             images: self.images.slice(ndarray::s![..n, .., ..]).to_owned(),
@@ -230,7 +233,26 @@ fn has_all_files(dir: &Path) -> bool {
 ///
 /// Searches [`search_paths`]; when no folder has the files, downloads them into
 /// [`workspace_data_dir`] (with a progress bar) and verifies them.
+///
+/// A set `FASHION_MNIST_DIR` is the only place looked in: a folder lacking a file is an error naming it.
+/// A training set smaller than the test set gets a warning (the files may be swapped).
 pub fn load_data() -> Result<FashionMnist> {
+    load_from(std::env::var_os("FASHION_MNIST_DIR").map(PathBuf::from))
+}
+
+/// [`load_data`] with `FASHION_MNIST_DIR` given as `env_dir`.
+fn load_from(env_dir: Option<PathBuf>) -> Result<FashionMnist> {
+    if let Some(dir) = env_dir {
+        let missing: Vec<String> = [TRAIN_FILES.0, TRAIN_FILES.1, TEST_FILES.0, TEST_FILES.1]
+            .iter()
+            .filter(|f| find_file(&dir, f).is_none())
+            .map(|f| format!("{f}(.gz)"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::DatasetDirIncomplete { dir, missing: missing.join(", ") });
+        }
+        return load_dir(&dir);
+    }
     let dir = match locate() {
         Some(dir) => dir,
         None => {
@@ -259,11 +281,20 @@ pub fn load_dir(dir: &Path) -> Result<FashionMnist> {
             download_error: None,
         });
     }
-    Ok(FashionMnist {
+    let data = FashionMnist {
         train: load_split(dir, TRAIN_FILES)?,
         test: load_split(dir, TEST_FILES)?,
         source: dir.to_path_buf(),
-    })
+    };
+    if data.train.len() < data.test.len() {
+        eprintln!(
+            "warning: {}: the training set ({} images) is smaller than the test set ({}); are the train and test files swapped?",
+            dir.display(),
+            data.train.len(),
+            data.test.len()
+        );
+    }
+    Ok(data)
 }
 
 fn load_split(dir: &Path, (images, labels): (&str, &str)) -> Result<Dataset> {
@@ -314,6 +345,16 @@ pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
 mod tests {
     use super::idx::{encode, IMAGES_MAGIC, LABELS_MAGIC};
     use super::*;
+
+    #[test]
+    fn a_set_fashion_mnist_dir_lacking_files_is_an_error_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(TRAIN_FILES.0), b"x").unwrap();
+        let e = load_from(Some(dir.path().to_path_buf())).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}(.gz)", TRAIN_FILES.1)) && e.contains(&format!("{}(.gz)", TEST_FILES.0)), "{e}");
+        assert!(!e.contains(&format!("{}(.gz)", TRAIN_FILES.0)), "{e}");
+        assert!(e.contains("unset it"), "{e}");
+    }
     use std::io::Write;
 
     fn gz(bytes: &[u8]) -> Vec<u8> {

@@ -70,6 +70,13 @@ fn check_weights_file(path: &Path, expected: &[TensorInfo], model: &str) -> Resu
         if t.dtype() != ::safetensors::tensor::Dtype::F32 {
             return Err(mismatch(path, model, format!("`{name}` is {:?}, expected F32", t.dtype())));
         }
+        let bad = t.data().chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+        if let Some(i) = bad {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                reason: format!("`{name}` holds a NaN or infinite value (element {i}): the run that wrote it diverged; train again with a lower learning rate"),
+            });
+        }
     }
     Ok(())
 }

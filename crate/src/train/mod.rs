@@ -186,8 +186,12 @@ impl<N: Network> Model<N> {
     /// Stops with [`Error::NonFiniteLoss`] (naming epoch and batch) if the loss becomes NaN or infinite;
     /// a run log of a failed fit is removed.
     pub fn fit(&mut self, x: &Array3<f32>, y: &Array1<u8>, options: FitOptions) -> Result<History> {
-        if self.opt.is_none() {
+        let Some(optimizer) = self.optimizer() else {
             return Err(Error::InvalidArgument("call model.compile(optimizer) before fit()".into()));
+        };
+        optimizer.check()?;
+        if options.epochs == 0 {
+            return Err(Error::InvalidArgument("epochs must be at least 1".into()));
         }
         let data = step::FitData::new(x, y, &options)?;
         if let Some(stop) = options.early_stopping.filter(|s| s.monitor.needs_validation() && data.validation().is_none()) {
@@ -565,6 +569,41 @@ mod tests {
         type Wrong = (Flatten<100>, Linear<100, 10>);
         let e = Model::<Wrong>::new(0).unwrap_err();
         assert!(matches!(e, Error::Network { .. }) && e.to_string().contains("write Flatten<784>"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_errors_naming_the_fix() {
+        let (x, y) = toy(40, 7);
+        let mut m = quiet::<LinearArch>(0);
+        for (opt, want) in [
+            (Optimizer::Adam(Adam { learning_rate: -1.0 }), "positive number"),
+            (Optimizer::Adam(Adam { learning_rate: f64::NAN }), "positive number"),
+            (Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 1.5 }), "momentum"),
+        ] {
+            m.compile(opt);
+            let e = m.fit(&x, &y, opts(1, 8)).unwrap_err().to_string();
+            assert!(e.contains(want), "{opt:?}: {e}");
+        }
+        m.compile(Adam::default());
+        assert!(m.fit(&x, &y, opts(0, 8)).unwrap_err().to_string().contains("epochs must be at least 1"));
+    }
+
+    /// Weights with a NaN (from a run that diverged) are refused when loaded.
+    #[test]
+    fn weights_holding_nan_are_refused() {
+        use ::safetensors::tensor::{Dtype, TensorView};
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = vec![0f32; 10 * 784];
+        w[5] = f32::NAN;
+        let (wb, bb): (Vec<u8>, Vec<u8>) = (w.iter().flat_map(|v| v.to_le_bytes()).collect(), vec![0u8; 40]);
+        let tensors = vec![
+            ("1.weight", TensorView::new(Dtype::F32, vec![10, 784], &wb).unwrap()),
+            ("1.bias", TensorView::new(Dtype::F32, vec![10], &bb).unwrap()),
+        ];
+        let path = dir.path().join("nan.safetensors");
+        std::fs::write(&path, ::safetensors::serialize(tensors, &None).unwrap()).unwrap();
+        let e = Model::<LinearArch>::load(&path).unwrap_err().to_string();
+        assert!(e.contains("`1.weight` holds a NaN") && e.contains("element 5"), "{e}");
     }
 
     #[test]

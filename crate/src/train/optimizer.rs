@@ -75,6 +75,23 @@ impl Optimizer {
         }
     }
 
+    /// An error naming the fix when the learning rate is not a positive number or the momentum is
+    /// outside `[0, 1)`.
+    pub fn check(&self) -> Result<()> {
+        let lr = self.learning_rate();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "the learning rate must be a positive number, got {lr}; Keras' default for Adam is 1e-3"
+            )));
+        }
+        if let Optimizer::Sgd(Sgd { momentum, .. }) = self {
+            if !(0.0..1.0).contains(momentum) {
+                return Err(crate::Error::InvalidArgument(format!("momentum must be in [0, 1), got {momentum}; 0.9 is usual")));
+            }
+        }
+        Ok(())
+    }
+
     /// `adam` or `sgd`.
     pub fn name(&self) -> &'static str {
         match self {
