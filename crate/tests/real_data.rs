@@ -30,7 +30,8 @@ fn real_data_raw_and_gz_load_identically() {
     for name in [data::TRAIN_FILES.1, data::TEST_FILES.0, data::TEST_FILES.1, data::TRAIN_FILES.0] {
         let gz = src.join(format!("{name}.gz"));
         let path = if gz.is_file() { gz } else { src.join(name) };
-        let bytes = data::idx::read_maybe_gz(&path).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut data::idx::open_maybe_gz(&path).unwrap(), &mut bytes).unwrap();
         std::fs::write(tmp.path().join(name), bytes).unwrap();
     }
     let raw = data::load_dir(tmp.path()).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::idx::decompress_if_gz;
+use super::idx::open_maybe_gz;
 use crate::error::{Error, Result};
 
 /// Zalando's own mirror of the dataset (plain HTTP; every file is verified by checksum).
@@ -76,10 +76,15 @@ pub fn download_from(base_url: &str, dir: &Path, files: &[FileSpec]) -> Result<(
     Ok(())
 }
 
-/// Checks the decompressed content of `path` against `spec` (size, then SHA-256).
+/// Checks the decompressed content of `path` against `spec` (size, then SHA-256), reading at most one
+/// byte more than `spec.size`.
 pub fn verify_file(path: &Path, spec: &FileSpec) -> Result<()> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let content = decompress_if_gz(raw, path)?;
+    use std::io::Read;
+    let mut content = Vec::new();
+    open_maybe_gz(path)?
+        .take(spec.size + 1)
+        .read_to_end(&mut content)
+        .map_err(|source| Error::Gzip { path: path.to_path_buf(), source })?;
     let actual = sha256_hex(&content);
     if content.len() as u64 != spec.size || actual != spec.sha256 {
         return Err(Error::Checksum {

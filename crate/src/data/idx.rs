@@ -21,13 +21,70 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Reads a file, transparently decompressing it when it starts with the gzip signature.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decompress_if_gz(raw, path)
+/// No Fashion-MNIST file is larger than this once decompressed (the training images are 47 MB): a header
+/// announcing more is refused before anything is read.
+pub const MAX_IDX_BYTES: u64 = 1 << 28;
+
+/// Opens a regular file for reading, transparently decompressing it when it starts with the gzip
+/// signature. FIFOs, devices and folders are refused (they may never end).
+pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io(path, std::io::Error::other("not a regular file (a folder, FIFO or device)")));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut sig = Vec::with_capacity(2);
+    (&mut file).take(2).read_to_end(&mut sig).map_err(|e| Error::io(path, e))?;
+    let rest = std::io::Cursor::new(sig.clone()).chain(file);
+    Ok(if sig == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(rest)) } else { Box::new(rest) })
 }
 
-/// Decompresses `raw` when it is gzip data; returns it unchanged otherwise.
+/// Reads up to `n` more bytes of `r` onto `out`.
+fn read_up_to(r: &mut dyn Read, n: u64, out: &mut Vec<u8>, path: &Path) -> Result<()> {
+    r.take(n).read_to_end(out).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+            Error::Gzip { path: path.to_path_buf(), source }
+        }
+        _ => Error::io(path, source),
+    })?;
+    Ok(())
+}
+
+/// Reads and parses the IDX file at `path` (raw or `.gz`) reading no more than its header announces: a
+/// wrong magic number is an error after 4 bytes, a header announcing more than [`MAX_IDX_BYTES`] after
+/// the header, and a body longer than announced after one byte too many — a small `.gz` that would
+/// decompress to gigabytes never does.
+pub fn read_idx(path: &Path, expected_magic: u32) -> Result<Idx> {
+    let mut r = open_maybe_gz(path)?;
+    let mut bytes = Vec::new();
+    read_up_to(&mut r, 4, &mut bytes, path)?;
+    if bytes.len() == 4 {
+        let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if magic == expected_magic {
+            let header = 4 + 4 * (magic & 0xff) as u64;
+            read_up_to(&mut r, header - 4, &mut bytes, path)?;
+            if bytes.len() as u64 == header {
+                let needed = bytes[4..]
+                    .chunks_exact(4)
+                    .try_fold(1u64, |acc, d| acc.checked_mul(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as u64))
+                    .and_then(|body| body.checked_add(header))
+                    .unwrap_or(u64::MAX);
+                if needed > MAX_IDX_BYTES {
+                    return Err(Error::BadDimensions {
+                        path: path.to_path_buf(),
+                        reason: format!("the header announces {needed} bytes, more than any Fashion-MNIST file ({MAX_IDX_BYTES})"),
+                    });
+                }
+                // One byte more than announced is enough to tell a file that is too long.
+                read_up_to(&mut r, needed - header + 1, &mut bytes, path)?;
+            }
+        }
+    }
+    parse(&bytes, expected_magic, path)
+}
+
+/// Decompresses `raw` when it is gzip data; returns it unchanged otherwise. Reads everything: for
+/// files use [`read_idx`], which stops at what the header announces.
 pub fn decompress_if_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut out = Vec::with_capacity(raw.len() * 4);
@@ -117,6 +174,43 @@ pub fn encode(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Reads stop at what the header announces: a small `.gz` of 64 MiB of zeros (wrong magic), one
+    /// whose body runs on past its header's size, and a header announcing gigabytes are all refused
+    /// without decompressing them; FIFOs, devices and folders are refused before reading.
+    #[test]
+    fn reads_are_bounded_by_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let zeros = write("zeros.gz", &gz(&vec![0u8; 1 << 26]));
+        assert!(std::fs::metadata(&zeros).unwrap().len() < 1 << 20);
+        assert!(matches!(read_idx(&zeros, LABELS_MAGIC), Err(Error::BadMagic { .. })));
+        let mut long = encode(LABELS_MAGIC, &[10], &[1; 10]);
+        long.extend(vec![0u8; 1 << 26]);
+        let e = read_idx(&write("long.gz", &gz(&long)), LABELS_MAGIC).unwrap_err();
+        assert!(e.to_string().contains("1 bytes after the 18 announced"), "{e}");
+        let huge = encode(IMAGES_MAGIC, &[100_000, 100, 100], &[]);
+        let e = read_idx(&write("huge", &huge), IMAGES_MAGIC).unwrap_err();
+        assert!(e.to_string().contains("more than any Fashion-MNIST file"), "{e}");
+        let good = encode(LABELS_MAGIC, &[3], &[1, 2, 3]);
+        assert_eq!(read_idx(&write("good.gz", &gz(&good)), LABELS_MAGIC).unwrap().data, vec![1, 2, 3]);
+        assert_eq!(read_idx(&write("good", &good), LABELS_MAGIC).unwrap().dims, vec![3]);
+        for odd in [dir.path(), Path::new("/dev/zero")] {
+            let e = read_idx(odd, LABELS_MAGIC).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+    }
 
     fn p() -> &'static Path {
         Path::new("mem.idx")

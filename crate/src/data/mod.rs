@@ -309,8 +309,8 @@ fn load_split(dir: &Path, (images, labels): (&str, &str)) -> Result<Dataset> {
 
 /// Loads one images file and one labels file (raw or `.gz`) into a [`Dataset`].
 pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
-    let img = idx::parse(&idx::read_maybe_gz(images_path)?, idx::IMAGES_MAGIC, images_path)?;
-    let lab = idx::parse(&idx::read_maybe_gz(labels_path)?, idx::LABELS_MAGIC, labels_path)?;
+    let img = idx::read_idx(images_path, idx::IMAGES_MAGIC)?;
+    let lab = idx::read_idx(labels_path, idx::LABELS_MAGIC)?;
     if img.dims[1..] != [SIDE, SIDE] {
         return Err(Error::BadDimensions {
             path: images_path.to_path_buf(),

@@ -48,8 +48,20 @@ fn mismatch(path: &Path, model: &str, reason: String) -> Error {
     Error::WeightsMismatch { path: path.to_path_buf(), model: model.to_string(), reason }
 }
 
-/// Checks that the safetensors file at `path` holds exactly the tensors `expected`, as `f32`.
+/// Room for the JSON header of a safetensors file (a few hundred bytes for our networks).
+const HEADER_ROOM: u64 = 1 << 16;
+
+/// Checks that the safetensors file at `path` holds exactly the tensors `expected`, as finite `f32`
+/// values. A file larger than those tensors need, or not a regular file, is refused before reading.
 fn check_weights_file(path: &Path, expected: &[TensorInfo], model: &str) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io(path, std::io::Error::other("not a regular file (a folder, FIFO or device)")));
+    }
+    let need: u64 = expected.iter().map(|t| 4 * t.shape.iter().product::<usize>() as u64).sum();
+    if meta.len() > need + 8 + HEADER_ROOM {
+        return Err(mismatch(path, model, format!("the file is {} bytes, this network's weights take {need}: they belong to a bigger network", meta.len())));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let file = ::safetensors::tensor::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
         path: path.to_path_buf(),
