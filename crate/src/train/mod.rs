@@ -194,6 +194,8 @@ impl<N: Network> Model<N> {
             return Err(Error::InvalidArgument("epochs must be at least 1".into()));
         }
         let data = step::FitData::new(x, y, &options)?;
+        let summary = model::summarize::<N>(&self.net, &self.name)?;
+        step::check_memory(&summary, options.batch_size.min(data.len()), step::available_memory())?;
         if let Some(stop) = options.early_stopping.filter(|s| s.monitor.needs_validation() && data.validation().is_none()) {
             return Err(Error::InvalidArgument(format!(
                 "early stopping on {} needs validation data: set validation_split (e.g. 0.1) or validation_data",
@@ -604,6 +606,19 @@ mod tests {
         std::fs::write(&path, ::safetensors::serialize(tensors, &None).unwrap()).unwrap();
         let e = Model::<LinearArch>::load(&path).unwrap_err().to_string();
         assert!(e.contains("`1.weight` holds a NaN") && e.contains("element 5"), "{e}");
+    }
+
+    /// A batch whose activations would not fit in memory is refused before training, naming the largest
+    /// that fits; the estimate is within the measured 0.8 MB per CNN image.
+    #[test]
+    fn batches_too_large_for_memory_are_refused_naming_one_that_fits() {
+        let cnn = Model::<CnnArch>::new(0).unwrap().summary();
+        let per = step::bytes_per_image(&cnn);
+        assert!((800_000..1_200_000).contains(&per), "{per}");
+        let e = step::check_memory(&cnn, 100_000, Some(24_000_000_000)).unwrap_err().to_string();
+        assert!(e.contains("batch_size 100000") && e.contains(&format!("the largest batch that fits is {}", 12_000_000_000 / per)), "{e}");
+        assert!(step::check_memory(&cnn, 64, Some(24_000_000_000)).is_ok());
+        assert!(step::check_memory(&cnn, 100_000, None).is_ok(), "unknown memory: no check");
     }
 
     #[test]
