@@ -1,12 +1,15 @@
 //! Fetching the four official files, with a progress bar and verification.
 //!
-//! Each file is written to `NAME.gz.part`, then decompressed and checked against the SHA-256 of the
+//! Each file is written to `NAME.gz.part-<pid>`, then decompressed and checked against the SHA-256 of the
 //! *decompressed* content (Debian recompressed the files, so `.gz` bytes differ between sources while the
 //! content is identical), and only then renamed to `NAME.gz`. A cut-short or damaged download never leaves
-//! a file that a later run would load.
+//! a file that a later run would load; two processes downloading into one folder each write their own
+//! part and the same verified file wins. A server that stalls times out ([`Limits`]), and one that sends
+//! more than a compressed file of that content can take is cut off.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -54,8 +57,34 @@ pub fn download(dir: &Path) -> Result<()> {
     download_from(&base, dir, &FILES)
 }
 
+/// How long a download may wait and how much it may receive.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connecting to the server.
+    pub connect: Duration,
+    /// Any one wait for the response or for more bytes of the body.
+    pub read: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { connect: Duration::from_secs(30), read: Duration::from_secs(60) }
+    }
+}
+
+/// The most bytes a `.gz` of `size` decompressed bytes may take (gzip never grows data by more than a
+/// few bytes per 32 KB block; this allows 1 % plus 64 KB).
+fn max_compressed(size: u64) -> u64 {
+    size + size / 100 + (64 << 10)
+}
+
 /// Downloads `files` (`BASE/NAME.gz`) into `dir`, verifying each; files already present and valid are kept.
 pub fn download_from(base_url: &str, dir: &Path, files: &[FileSpec]) -> Result<()> {
+    download_with(base_url, dir, files, Limits::default())
+}
+
+/// [`download_from`] with other [`Limits`].
+pub fn download_with(base_url: &str, dir: &Path, files: &[FileSpec], limits: Limits) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for spec in files {
         let target = dir.join(format!("{}.gz", spec.name));
@@ -63,8 +92,8 @@ pub fn download_from(base_url: &str, dir: &Path, files: &[FileSpec]) -> Result<(
             continue;
         }
         let url = format!("{}/{}.gz", base_url.trim_end_matches('/'), spec.name);
-        let part = dir.join(format!("{}.gz.part", spec.name));
-        let result = fetch(&url, &part).and_then(|()| verify_file(&part, spec));
+        let part = dir.join(format!("{}.gz.part-{}", spec.name, std::process::id()));
+        let result = fetch(&url, &part, max_compressed(spec.size), limits).and_then(|()| verify_file(&part, spec));
         match result {
             Ok(()) => std::fs::rename(&part, &target).map_err(|e| Error::io(&target, e))?,
             Err(e) => {
@@ -101,18 +130,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Streams `url` into `path`, drawing a progress bar on a terminal.
-fn fetch(url: &str, path: &Path) -> Result<()> {
+/// Streams `url` into `path` (at most `max` bytes), drawing a progress bar on a terminal.
+fn fetch(url: &str, path: &Path, max: u64, limits: Limits) -> Result<()> {
     let err = |reason: String| Error::Download {
         url: url.to_string(),
         reason,
     };
-    let mut resp = ureq::get(url).call().map_err(|e| err(e.to_string()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(limits.connect))
+        .timeout_recv_response(Some(limits.read))
+        .timeout_per_read(Some(limits.read))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| err(e.to_string()))?;
     let total: Option<u64> = resp
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    if let Some(total) = total.filter(|&t| t > max) {
+        return Err(err(format!("the server announces {total} bytes, more than this file can be ({max})")));
+    }
     let mut reader = resp.body_mut().as_reader();
     let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let name = url.rsplit('/').next().unwrap_or(url);
@@ -126,6 +164,9 @@ fn fetch(url: &str, path: &Path) -> Result<()> {
         }
         file.write_all(&buf[..n]).map_err(|e| Error::io(path, e))?;
         done += n as u64;
+        if done > max {
+            return Err(err(format!("more than {max} bytes received, more than this file can be")));
+        }
         if tty {
             eprint!("\r{}", progress_line(name, done, total));
         }
@@ -165,6 +206,8 @@ mod tests {
     use std::net::TcpListener;
 
     /// A one-thread HTTP/1.1 server on 127.0.0.1 serving `routes`: (path, body, bytes actually sent).
+    /// `/endless.gz` sends zeros without a length until the client hangs up; `/stall.gz` answers
+    /// nothing for 5 seconds.
     fn serve(routes: Vec<(String, Vec<u8>, usize)>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -183,6 +226,20 @@ mod tests {
                     }
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                if path == "/endless.gz" {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                    let chunk = vec![0u8; 1 << 16];
+                    for _ in 0..(1 << 14) {
+                        if stream.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                if path == "/stall.gz" {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    continue;
+                }
                 match routes.iter().find(|(p, _, _)| *p == path) {
                     Some((_, body, sent)) => {
                         let head = format!(
@@ -251,6 +308,20 @@ mod tests {
 
         // A second run keeps the valid file without fetching it again (the server route is not needed).
         download_from("http://127.0.0.1:9", dir.path(), &[spec("good")]).unwrap();
+
+        // A body that never ends is cut off at what the file can be; a server that stalls times out.
+        let quick = Limits { connect: Duration::from_secs(2), read: Duration::from_millis(500) };
+        let e = download_with(&base, dir.path(), &[spec("endless")], quick).unwrap_err();
+        assert!(e.to_string().contains("more than this file can be"), "{e}");
+        let start = std::time::Instant::now();
+        let e = download_with(&base, dir.path(), &[spec("stall")], quick).unwrap_err();
+        assert!(matches!(e, Error::Download { .. }) && start.elapsed() < Duration::from_secs(4), "{e}");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["good.gz"], "no part left behind");
     }
 
     #[test]
