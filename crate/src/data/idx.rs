@@ -23,7 +23,7 @@ pub struct Idx {
 
 /// No Fashion-MNIST file is larger than this once decompressed (the training images are 47 MB): a header
 /// announcing more is refused before anything is read.
-pub const MAX_IDX_BYTES: u64 = 1 << 28;
+pub const MAX_IDX_BYTES: u64 = 1 << 26;
 
 /// Opens a regular file for reading, transparently decompressing it when it starts with the gzip
 /// signature. FIFOs, devices and folders are refused (they may never end).
@@ -32,10 +32,15 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
     if !meta.is_file() {
         return Err(Error::io(path, std::io::Error::other("not a regular file (a folder, FIFO or device)")));
     }
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    maybe_gz(file, path)
+}
+
+/// `r`, decompressed when it starts with the gzip signature.
+fn maybe_gz<'a>(mut r: impl Read + 'a, path: &Path) -> Result<Box<dyn Read + 'a>> {
     let mut sig = Vec::with_capacity(2);
-    (&mut file).take(2).read_to_end(&mut sig).map_err(|e| Error::io(path, e))?;
-    let rest = std::io::Cursor::new(sig.clone()).chain(file);
+    (&mut r).take(2).read_to_end(&mut sig).map_err(|e| Error::io(path, e))?;
+    let rest = std::io::Cursor::new(sig.clone()).chain(r);
     Ok(if sig == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(rest)) } else { Box::new(rest) })
 }
 
@@ -55,14 +60,19 @@ fn read_up_to(r: &mut dyn Read, n: u64, out: &mut Vec<u8>, path: &Path) -> Resul
 /// the header, and a body longer than announced after one byte too many — a small `.gz` that would
 /// decompress to gigabytes never does.
 pub fn read_idx(path: &Path, expected_magic: u32) -> Result<Idx> {
-    let mut r = open_maybe_gz(path)?;
+    read_idx_from(open_maybe_gz(path)?, expected_magic, path)
+}
+
+/// [`read_idx`] from any reader of (already decompressed) IDX bytes; `path` names it in errors.
+fn read_idx_from(mut r: impl Read, expected_magic: u32, path: &Path) -> Result<Idx> {
+    let r: &mut dyn Read = &mut r;
     let mut bytes = Vec::new();
-    read_up_to(&mut r, 4, &mut bytes, path)?;
+    read_up_to(r, 4, &mut bytes, path)?;
     if bytes.len() == 4 {
         let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         if magic == expected_magic {
             let header = 4 + 4 * (magic & 0xff) as u64;
-            read_up_to(&mut r, header - 4, &mut bytes, path)?;
+            read_up_to(r, header - 4, &mut bytes, path)?;
             if bytes.len() as u64 == header {
                 let needed = bytes[4..]
                     .chunks_exact(4)
@@ -76,11 +86,11 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<Idx> {
                     });
                 }
                 // One byte more than announced is enough to tell a file that is too long.
-                read_up_to(&mut r, needed - header + 1, &mut bytes, path)?;
+                read_up_to(r, needed - header + 1, &mut bytes, path)?;
             }
         }
     }
-    parse(&bytes, expected_magic, path)
+    parse_owned(bytes, expected_magic, path)
 }
 
 /// Decompresses `raw` when it is gzip data; returns it unchanged otherwise. Reads everything: for
@@ -104,6 +114,11 @@ pub fn decompress_if_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
 ///
 /// `path` is only used in error messages. Never panics, whatever the bytes.
 pub fn parse(bytes: &[u8], expected_magic: u32, path: &Path) -> Result<Idx> {
+    parse_owned(bytes.to_vec(), expected_magic, path)
+}
+
+/// [`parse`] taking the bytes, so that the body is moved, not copied.
+fn parse_owned(mut bytes: Vec<u8>, expected_magic: u32, path: &Path) -> Result<Idx> {
     let what = if expected_magic == IMAGES_MAGIC { "images" } else { "labels" };
     let truncated = |needed: u64| Error::Truncated {
         path: path.to_path_buf(),
@@ -153,10 +168,7 @@ pub fn parse(bytes: &[u8], expected_magic: u32, path: &Path) -> Result<Idx> {
             ),
         });
     }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(Idx { dims, data: bytes.split_off(header) })
 }
 
 /// Writes an IDX file's bytes (used by tests and fuzzing to make small files).
@@ -278,11 +290,48 @@ mod tests {
 
         /// A header with any dimensions followed by a body of any length parses iff the lengths agree.
         #[test]
-        fn parse_accepts_exactly_consistent_files(d0 in 0u32..5, d1 in 0u32..5, d2 in 0u32..5, extra in -3i32..3) {
-            let n = (d0 * d1 * d2) as i32 + extra;
-            prop_assume!(n >= 0);
-            let bytes = encode(IMAGES_MAGIC, &[d0, d1, d2], &vec![0u8; n as usize]);
-            prop_assert_eq!(parse(&bytes, IMAGES_MAGIC, p()).is_ok(), extra == 0);
+        fn parse_accepts_exactly_consistent_files(d0 in 0u32..5, d1 in 0u32..5, d2 in 0u32..5, delta in -3i64..3) {
+            let want = (d0 * d1 * d2) as i64;
+            let n = (want + delta).max(0) as usize;
+            let bytes = encode(IMAGES_MAGIC, &[d0, d1, d2], &vec![0u8; n]);
+            prop_assert_eq!(parse(&bytes, IMAGES_MAGIC, p()).is_ok(), n as i64 == want);
+        }
+
+        /// Structured fuzzing of the whole reader: a valid images or labels file (raw or gzip) is
+        /// damaged — cut short, a byte changed (header, body or gzip stream), bytes appended, or the
+        /// magic's dimension count changed — and read. It never panics; it accepts only files whose body
+        /// matches their header, and an undamaged file gives back exactly its data.
+        #[test]
+        fn damaged_files_are_errors_never_panics(
+            images in any::<bool>(),
+            dims in (0u32..6, 0u32..6, 0u32..6),
+            gzip in any::<bool>(),
+            damage in 0u8..5,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            extra in proptest::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let (magic, dims): (u32, Vec<u32>) = if images { (IMAGES_MAGIC, vec![dims.0, dims.1, dims.2]) } else { (LABELS_MAGIC, vec![dims.0 * dims.1]) };
+            let body: Vec<u8> = (0..dims.iter().product::<u32>()).map(|i| (i % 251) as u8).collect();
+            let clean = encode(magic, &dims, &body);
+            let mut file = if gzip { gz(&clean) } else { clean.clone() };
+            match damage {
+                0 => {}
+                1 => file.truncate(at.index(file.len())),
+                2 => { let i = at.index(file.len()); file[i] ^= byte | 1; }
+                3 => file.extend(&extra),
+                _ => { if gzip { file = gz(&{ let mut c = clean.clone(); c[3] ^= byte | 1; c }) } else { file[3] ^= byte | 1; } }
+            }
+            let read = maybe_gz(&file[..], p()).and_then(|r| read_idx_from(r, magic, p()));
+            if let Ok(idx) = &read {
+                prop_assert_eq!(idx.dims.iter().product::<usize>(), idx.data.len());
+            }
+            if damage == 0 {
+                let idx = read.unwrap();
+                prop_assert_eq!(idx.data, body);
+            } else if damage == 3 && !gzip {
+                prop_assert!(read.is_err(), "bytes after the body are refused");
+            }
         }
     }
 }
