@@ -215,7 +215,7 @@ pub fn workspace_data_dir() -> PathBuf {
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))]
         .into_iter()
-        .find(|p| p.is_file())
+        .find(|p| p.exists())
 }
 
 /// The first searched folder that holds all four files.
