@@ -432,17 +432,9 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
     if pts.is_empty() {
         return Err(Error::InvalidArgument("nothing to plot".into()));
     }
-    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (xp, yp) = (((x1 - x0) * 0.05).max(0.5), ((y1 - y0) * 0.1).max(1e-3));
+    let (xr, yr) = padded(&pts, (0.05, 0.5), 0.1);
     render(720, 430, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(18.0))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(60)
-            .build_cartesian_2d((x0 - xp)..(x1 + xp), (y0 - yp)..(y1 + yp))
-            .map_err(err)?;
+        let mut chart = xy_chart(root, title, xr.clone(), yr.clone())?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -468,17 +460,9 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
     if all.is_empty() {
         return Err(Error::InvalidArgument("nothing to plot: the sweep has no results".into()));
     }
-    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (xp, yp) = (((x1 - x0) * 0.08).max(0.1), ((y1 - y0) * 0.12).max(1e-3));
+    let (xr, yr) = padded(&all, (0.08, 0.1), 0.12);
     render(720, 430, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(18.0))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(60)
-            .build_cartesian_2d((x0 - xp)..(x1 + xp), (y0 - yp)..(y1 + yp))
-            .map_err(err)?;
+        let mut chart = xy_chart(root, title, xr.clone(), yr.clone())?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -494,7 +478,7 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
         xs.sort_by(|a, b| a.total_cmp(b));
         xs.dedup();
         for &x in &xs {
-            let (px, py) = chart.plotting_area().map_coordinate(&(fx(x), y0 - yp));
+            let (px, py) = chart.plotting_area().map_coordinate(&(fx(x), yr.start));
             let label = if log_x { format!("{x:e}") } else { format!("{x}") };
             root.draw(&Text::new(label, (px, py + 6), centered(12.0, BLACK))).map_err(err)?;
         }
@@ -504,7 +488,7 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             let means: Vec<(f64, f64)> = pts.iter().map(|(x, v)| (*x, v.iter().sum::<f64>() / v.len().max(1) as f64)).collect();
             draw_line(&mut chart, format!("{name} (mean, min–max)"), &means, color, 4)?;
-            let cap = (x1 - x0 + 2.0 * xp) * 0.01;
+            let cap = (xr.end - xr.start) * 0.01;
             for (x, v) in &pts {
                 let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
                 for seg in [vec![(*x, lo), (*x, hi)], vec![(x - cap, lo), (x + cap, lo)], vec![(x - cap, hi), (x + cap, hi)]] {
@@ -566,6 +550,25 @@ fn series_color(k: usize) -> RGBAColor {
     ];
     let (r, g, b) = TAB10[k % TAB10.len()];
     RGBColor(r, g, b).to_rgba()
+}
+
+/// The ranges of `points` with margins: x by `x_frac` of its span (at least `x_min`), y by `y_frac`.
+fn padded(points: &[(f64, f64)], (x_frac, x_min): (f64, f64), y_frac: f64) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (xp, yp) = (((x1 - x0) * x_frac).max(x_min), ((y1 - y0) * y_frac).max(1e-3));
+    ((x0 - xp)..(x1 + xp), (y0 - yp)..(y1 + yp))
+}
+
+/// A titled x-y chart over `xs` × `ys` with room for the axis labels.
+fn xy_chart<'a, 'b>(root: &'a DrawingArea<BitMapBackend<'b>, Shift>, title: &str, xs: std::ops::Range<f64>, ys: std::ops::Range<f64>) -> Result<XyChart<'a, 'b>> {
+    ChartBuilder::on(root)
+        .caption(title, font(18.0))
+        .margin(12)
+        .x_label_area_size(38)
+        .y_label_area_size(60)
+        .build_cartesian_2d(xs, ys)
+        .map_err(err)
 }
 
 /// An x-y chart with `f64` axes.
