@@ -3,8 +3,9 @@
 //! Each file is written to `NAME.gz.part-<pid>`, then decompressed and checked against the SHA-256 of the
 //! *decompressed* content (Debian recompressed the files, so `.gz` bytes differ between sources while the
 //! content is identical), and only then renamed to `NAME.gz`. A cut-short or damaged download never leaves
-//! a file that a later run would load; two processes downloading into one folder each write their own
-//! part and the same verified file wins. A server that stalls times out ([`Limits`]), and one that sends
+//! a file that a later run would load. One process at a time downloads into a folder (a lock file; a
+//! second one waits, then finds the files there), and part files of processes that are gone — killed,
+//! interrupted with Ctrl-C — are removed by the next download. A server that stalls times out ([`Limits`]), and one that sends
 //! more than a compressed file of that content can take is cut off.
 
 use std::io::{IsTerminal, Read, Write};
@@ -86,6 +87,8 @@ pub fn download_from(base_url: &str, dir: &Path, files: &[FileSpec]) -> Result<(
 /// [`download_from`] with other [`Limits`].
 pub fn download_with(base_url: &str, dir: &Path, files: &[FileSpec], limits: Limits) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let _lock = Lock::acquire(dir)?;
+    remove_stale_parts(dir);
     for spec in files {
         let target = dir.join(format!("{}.gz", spec.name));
         if target.is_file() && verify_file(&target, spec).is_ok() {
@@ -125,6 +128,75 @@ pub fn verify_file(path: &Path, spec: &FileSpec) -> Result<()> {
     Ok(())
 }
 
+/// One download into a folder at a time: `.download.lock` holds the owner's process id. A second
+/// process waits for the first (and then finds the files verified); a lock whose process is gone (killed,
+/// Ctrl-C) is taken over.
+struct Lock(std::path::PathBuf);
+
+impl Lock {
+    fn acquire(dir: &Path) -> Result<Lock> {
+        let path = dir.join(".download.lock");
+        let mut told = false;
+        let start = std::time::Instant::now();
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(std::process::id().to_string().as_bytes()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(Lock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+                    match owner {
+                        Some(pid) if alive(pid) && start.elapsed() < Duration::from_secs(3600) => {
+                            if !told {
+                                eprintln!("waiting for another download into {} (process {pid})…", dir.display());
+                                told = true;
+                            }
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Some(pid) if alive(pid) => {
+                            return Err(Error::Download {
+                                url: dir.display().to_string(),
+                                reason: format!("process {pid} has been downloading into this folder for an hour"),
+                            })
+                        }
+                        // Its owner is gone (or it is being written this instant): take it over.
+                        _ => {
+                            std::thread::sleep(Duration::from_millis(50));
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Whether process `pid` is running (Linux: it has a `/proc` entry).
+fn alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the part files left by downloads whose process is gone (killed or interrupted).
+fn remove_stale_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(pid) = name.rsplit_once(".gz.part-").and_then(|(_, pid)| pid.parse::<u32>().ok()) {
+            if !alive(pid) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -136,6 +208,10 @@ fn fetch(url: &str, path: &Path, max: u64, limits: Limits) -> Result<()> {
         url: url.to_string(),
         reason,
     };
+    #[cfg(not(feature = "https"))]
+    if url.starts_with("https://") {
+        return Err(err("HTTPS needs the crate's `https` feature (on by default for the `fashion` command); use an http:// mirror or build with --features https".into()));
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(limits.connect))
         .timeout_recv_response(Some(limits.read))
@@ -322,6 +398,31 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, vec!["good.gz"], "no part left behind");
+
+        // A part file of a process that is gone (pid far above any real one) is removed by the next
+        // download; so is a lock it left.
+        std::fs::write(dir.path().join("good.gz.part-4000000000"), b"half").unwrap();
+        std::fs::write(dir.path().join(".download.lock"), b"4000000000").unwrap();
+        download_from(&base, dir.path(), &[spec("good")]).unwrap();
+        let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, vec!["good.gz"]);
+    }
+
+    /// A second download into the same folder waits for the first, then finds the file verified.
+    #[test]
+    fn a_second_download_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Lock::acquire(dir.path()).unwrap();
+        let d = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            drop(Lock::acquire(&d).unwrap());
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        drop(held);
+        assert!(waiter.join().unwrap() >= Duration::from_millis(500), "it waited");
+        assert!(!dir.path().join(".download.lock").exists());
     }
 
     #[test]
