@@ -71,3 +71,12 @@ def test_a_killed_run_is_never_listed_as_complete(tmp_path):
     listed = subprocess.run([FASHION, "runs", "--dir", str(runs)], capture_output=True, text=True, check=True)
     lines = listed.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("done"), listed.stdout
+
+
+def test_an_unwritable_out_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    p = train(blocker / "run", "--epochs", "50")
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode != 0, out
+    assert "Epoch 1/50" not in out and "cannot access" in out, out
