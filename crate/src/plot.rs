@@ -416,7 +416,12 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
                         .draw_series(DashedLineSeries::new(val, 6, 4, color.stroke_width(2)))
                         .map_err(err)?
                         .label(format!("{name} validation"))
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], color.stroke_width(1)));
+                        .legend(move |(x, y)| {
+                            // Dashed, as the curve: two strokes of the curve's width.
+                            EmptyElement::at((x, y))
+                                + PathElement::new(vec![(0, 0), (8, 0)], color.stroke_width(2))
+                                + PathElement::new(vec![(12, 0), (20, 0)], color.stroke_width(2))
+                        });
                 }
             }
             let corner = if what == "loss" { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::LowerRight };
@@ -435,10 +440,17 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
     let (xr, yr) = padded(&pts, (0.05, 0.5), 0.1);
     render(720, 430, |root| {
         let mut chart = xy_chart(root, title, xr.clone(), yr.clone())?;
+        // Whole-number x (epochs): label whole numbers only, never 1.5.
+        let whole = pts.iter().all(|p| p.0.fract() == 0.0);
         chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_label_formatter(&|x| match (whole, (x - x.round()).abs() < 1e-9) {
+                (true, false) => String::new(),
+                (true, true) => format!("{x:.0}"),
+                _ => format!("{x}"),
+            })
             .y_label_formatter(&|y| format!("{y:.3}"))
             .label_style(font(12.0))
             .draw()
