@@ -4,7 +4,11 @@ its peak memory stays under 400 MB, measured with /usr/bin/time -v.
 Run with: scripts/test (or `source scripts/notebook-env; python -m pytest tests/test_reliability.py`).
 """
 import gzip
+import http.server
 import os
+import signal
+import threading
+import time
 import re
 import shutil
 import struct
@@ -49,16 +53,18 @@ def dataset_with(tmp_path, name, content=None, link=None):
     return d
 
 
-pytestmark = pytest.mark.skipif(not REAL.is_dir() or not Path("/usr/bin/time").exists(),
+needs_data = pytest.mark.skipif(not REAL.is_dir() or not Path("/usr/bin/time").exists(),
                                 reason="needs the dataset package and /usr/bin/time")
 
 
+@needs_data
 def test_real_data_loads_within_the_memory_bound():
     rc, out, mb = info(REAL)
     assert rc == 0 and "Train Images Shape: (60000, 28, 28)" in out, out
     assert mb < 400, f"{mb:.0f} MB"
 
 
+@needs_data
 @pytest.mark.parametrize("case", ["zeros", "huge-header", "big-body", "device"])
 def test_hostile_inputs_fail_clearly_within_the_memory_bound(tmp_path, case):
     images = NAMES[0]
@@ -78,3 +84,39 @@ def test_hostile_inputs_fail_clearly_within_the_memory_bound(tmp_path, case):
     assert rc != 0 and want in out, out
     assert mb < 400, f"{case}: {mb:.0f} MB"
     print(f"{case}: {mb:.0f} MB peak")
+
+
+def test_ctrl_c_during_a_download_leaves_no_part_file(tmp_path):
+    """A server on 127.0.0.1 that sends a file slowly; Ctrl-C (SIGINT) mid-way."""
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(bytes(1000))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = tmp_path / "data"
+    p = subprocess.Popen([FASHION, "download", "--dir", str(target)],
+                         env={**os.environ, "FASHION_MNIST_URL": f"http://127.0.0.1:{server.server_port}"},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(target.glob("*.part-*")):
+        time.sleep(0.05)
+    assert list(target.glob("*.part-*")), "the download started"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    server.shutdown()
+    assert p.returncode == 130
+    assert sorted(f.name for f in target.iterdir()) == [], "no part file, no lock"

@@ -90,7 +90,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Ctrl-C during a download: remove its part file and lock now, not at the next download.
+    let download_dirs = match &cli.command {
+        Command::Download { dir } => vec![dir.clone().unwrap_or_else(data::workspace_data_dir)],
+        _ => vec![data::workspace_data_dir()],
+    };
+    let _ = ctrlc::set_handler(move || {
+        for dir in &download_dirs {
+            data::clean_up_interrupted(dir);
+        }
+        std::process::exit(130);
+    });
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -184,6 +184,21 @@ fn alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Removes this process's part files and lock in `dir`: for a program's Ctrl-C handler (the
+/// `fashion` command installs one), so that an interrupted download leaves nothing behind at once.
+pub fn clean_up_interrupted(dir: &Path) {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let part_of_mine = name.rsplit_once(".gz.part-").is_some_and(|(_, pid)| pid.parse() == Ok(me));
+        let lock_of_mine = name == ".download.lock" && std::fs::read_to_string(&path).is_ok_and(|s| s.trim().parse() == Ok(me));
+        if part_of_mine || lock_of_mine {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Removes the part files left by downloads whose process is gone (killed or interrupted).
 fn remove_stale_parts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };

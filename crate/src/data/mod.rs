@@ -28,7 +28,7 @@ pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 pub(crate) fn batch_rng(seed: u64) -> batch::SplitMix64 {
     batch::SplitMix64(seed)
 }
-pub use download::{download, download_from, download_with, FileSpec, Limits, DEFAULT_BASE_URL, FILES};
+pub use download::{clean_up_interrupted, download, download_from, download_with, FileSpec, Limits, DEFAULT_BASE_URL, FILES};
 
 use crate::error::{Error, Result};
 
