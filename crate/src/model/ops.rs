@@ -93,7 +93,10 @@ pub(crate) fn conv_relu_pool(x: Flat, g: ConvGeom, n: usize, weight: Flat, bias:
 pub(crate) fn relu(x: Flat, train: bool) -> Result<(Flat, Option<Backward>), CpuError> {
     let mut y = host(&x);
     elementwise::relu(&mut y);
-    let out = x.device().try_tensor_from_vec(y.clone(), (y.len(),))?;
+    let n = y.len();
+    // Backward needs the output; without a tape the values move into the tensor uncopied.
+    let values = if train { y.clone() } else { std::mem::take(&mut y) };
+    let out = x.device().try_tensor_from_vec(values, (n,))?;
     let backward = train.then(|| {
         let out = out.clone();
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
