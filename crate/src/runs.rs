@@ -80,22 +80,19 @@ pub const COLUMNS: [&str; 16] = [
     "validation_split", "loss", "accuracy", "val_loss", "val_accuracy", "best_epoch", "seconds",
 ];
 
-/// Keys of `run.json` that are neither in [`COLUMNS`] nor added by a `RunLog::param`.
-const OTHER_KEYS: [&str; 11] = [
-    "epochs", "params_count", "validation", "shuffle", "train_images", "validation_images", "early_stopping",
-    "stopped_early", "weights", "created", "created_utc",
-];
-
 /// Every run in `root` as a table, newest first: [`COLUMNS`] plus the parameters the runs recorded
 /// (empty where a run lacks one). [`frame`] of [`load_all`] gives every key of `run.json`.
 pub fn table(root: impl AsRef<Path>) -> Result<DataFrame> {
     let runs = load_all(root)?;
     let mut keys: Vec<&str> = COLUMNS[..10].to_vec();
-    for r in &runs {
-        for (k, _) in &r.params {
-            if !COLUMNS.contains(&k.as_str()) && !OTHER_KEYS.contains(&k.as_str()) && !keys.contains(&k.as_str()) {
-                keys.push(k);
-            }
+    let own: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.get("own_params").map(Value::text).unwrap_or_default().split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|k| !k.is_empty())
+        .collect();
+    for k in &own {
+        if !keys.contains(&k.as_str()) {
+            keys.push(k);
         }
     }
     keys.extend(&COLUMNS[10..]);

@@ -16,8 +16,8 @@
 //! Why not dfdx's ops: a dfdx matmul always computes the gradient of both operands (a third of the MLP's
 //! work is the unused gradient of the input images), hands every product to both cores (at the MLP's
 //! batch of 32 the thread hand-off costs more than it saves), and a convolution composed from gather,
-//! reshape and max makes several passes over the activations where one suffices. `docs/performance.md`
-//! measures each step.
+//! reshape and max makes several passes over the activations where one suffices. The README's
+//! "Performance" section measures each step.
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;

@@ -86,6 +86,9 @@ impl RunWriter {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut pairs = std::mem::take(&mut self.meta);
         pairs.extend(self.log.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))));
+        // Which keys are the run's own parameters (`RunLog::param`), for `runs::table`.
+        let own: Vec<&str> = self.log.params.iter().map(|(k, _)| k.as_str()).collect();
+        pairs.push(("own_params".into(), own.join(",").into()));
         pairs.extend([
             ("epochs_run".into(), history.epochs.len().into()),
             ("loss".into(), last.map(|e| e.loss).into()),
