@@ -193,3 +193,50 @@ mod tests {
         assert_eq!(two.matches("<img src=\"data:image/png;base64,").count(), 2);
     }
 }
+
+/// The first cell of every notebook calls this after `:dep fashion`: panics print one line, and a
+/// kernel started in a way that makes training slow (see below) says so and what to do.
+///
+/// The project's kernel ("Rust (fashion)", `scripts/kernel`) builds in a folder below the project's
+/// `.cargo/config.toml`, which optimises the dependencies while cells compile unoptimised. Another
+/// Rust kernel (evcxr's own kernel spec, a VS Code default) builds in a temporary folder where the
+/// dependencies stay unoptimised — training about 20× slower — and are rebuilt at every start.
+pub fn setup_notebook() {
+    one_line_panics();
+    println!("{}", kernel_report(!cfg!(debug_assertions), std::env::var("EVCXR_TMPDIR").ok().as_deref()));
+}
+
+/// What [`setup_notebook`] prints, from whether this crate was compiled optimised and the build folder.
+pub fn kernel_report(optimised: bool, build_folder: Option<&str>) -> String {
+    const FIX: &str = "Choose the kernel \"Rust (fashion)\" (JupyterLab: Kernel > Change Kernel; VS Code: \
+                       Select Kernel > Jupyter Kernel > Rust (fashion)) — scripts/setup installs it and \
+                       scripts/lab starts JupyterLab with it — then run the notebook again.";
+    match (optimised, build_folder) {
+        (true, Some(folder)) => format!("fashion {} ready: dependencies optimised, build folder {folder}", env!("CARGO_PKG_VERSION")),
+        (true, None) => format!("fashion {} ready: dependencies optimised", env!("CARGO_PKG_VERSION")),
+        (false, folder) => format!(
+            "WARNING: this kernel compiled the fashion crate unoptimised (build folder: {}), so training runs \
+             about 20 times slower, and it rebuilds the dependencies at every start. {FIX}",
+            folder.unwrap_or("a temporary folder")
+        ),
+    }
+}
+
+/// Replaces the default panic message — a full backtrace in a notebook kernel, which sets
+/// `RUST_BACKTRACE` — with one line and a hint. `let _ = std::panic::take_hook();` in a cell brings the
+/// default (with backtrace) back.
+pub fn one_line_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let place = info.location().map(|l| format!(" {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!(
+            "panicked at{place}: {message}\n(variables from earlier cells are kept; for the backtrace, run \
+             `let _ = std::panic::take_hook();` and this cell again)"
+        );
+    }));
+}

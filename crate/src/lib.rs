@@ -66,7 +66,9 @@ pub mod prelude {
     pub use crate::train::{
         Adam, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
     };
-    pub use crate::display::{EvcxrDisplay, Figure, Html, Table};
+    pub use crate::display::{setup_notebook, EvcxrDisplay, Figure, Html, Table};
+    /// The dfdx names cells use to build and call a typed network directly.
+    pub use dfdx::prelude::{Const, DeviceBuildExt, HasShape, Module, Shape, ZerosTensor};
     pub use crate::metrics::{ConfusionMatrix, Spread};
     pub use crate::plot;
     pub use ndarray::{s, Array1, Array2, Array3, Axis};
