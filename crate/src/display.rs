@@ -240,3 +240,17 @@ pub fn one_line_panics() {
         );
     }));
 }
+
+#[cfg(test)]
+mod kernel_report_tests {
+    use super::kernel_report;
+
+    #[test]
+    fn an_unoptimised_kernel_is_named_with_the_fix() {
+        let ok = kernel_report(true, Some("/p/target/evcxr/2"));
+        assert!(ok.contains("ready: dependencies optimised") && ok.contains("target/evcxr/2"), "{ok}");
+        let slow = kernel_report(false, None);
+        assert!(slow.starts_with("WARNING") && slow.contains("20 times slower") && slow.contains("Rust (fashion)"), "{slow}");
+        assert!(slow.contains("a temporary folder"), "{slow}");
+    }
+}

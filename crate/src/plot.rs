@@ -19,6 +19,9 @@
 
 use std::sync::Once;
 
+mod canvas;
+use canvas::Canvas;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -54,12 +57,12 @@ fn err<E: std::fmt::Display>(e: E) -> Error {
 pub fn render(
     width: u32,
     height: u32,
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+    draw: impl FnOnce(&DrawingArea<Canvas<'_>, Shift>) -> Result<()>,
 ) -> Result<Figure> {
     register_font();
     let mut rgb = vec![255u8; (width * height * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        let root = Canvas(BitMapBackend::with_buffer(&mut rgb, (width, height))).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         draw(&root)?;
         root.present().map_err(err)?;
@@ -188,19 +191,27 @@ pub fn image_with_colorbar(image: &impl AsImage) -> Result<Figure> {
 pub fn image_grid(data: &Dataset, rows: usize, cols: usize) -> Result<Figure> {
     let n = (rows * cols).min(data.len());
     let indices: Vec<usize> = (0..n).collect();
-    let labels: Vec<(String, RGBColor)> = indices
+    let labels: Vec<(Vec<String>, RGBColor)> = indices
         .iter()
-        .map(|&i| (CLASS_NAMES[data.labels[i] as usize].to_string(), BLACK))
+        .map(|&i| (vec![CLASS_NAMES[data.labels[i] as usize].to_string()], BLACK))
         .collect();
-    tiles(data, &indices, &labels, cols, 4, 150)
+    tiles(data, &indices, &labels, cols, 4)
 }
 
-/// Tiles of images with one coloured caption each.
-fn tiles(data: &Dataset, indices: &[usize], captions: &[(String, RGBColor)], cols: usize, scale: i32, tile_w: i32) -> Result<Figure> {
+/// Caption text size in the image tiles: 12 px stays readable at the size a notebook shows it.
+const CAPTION_PX: f64 = 12.0;
+
+/// Tiles of images with a coloured caption of one or more lines each; a tile is as wide as its
+/// widest caption line needs, so the figure is no wider than it must be.
+fn tiles(data: &Dataset, indices: &[usize], captions: &[(Vec<String>, RGBColor)], cols: usize, scale: i32) -> Result<Figure> {
     let cols = cols.max(1);
     let rows = indices.len().div_ceil(cols).max(1);
     let side = 28 * scale;
-    let tile_h = side + 26;
+    let line_h = CAPTION_PX as i32 + 3;
+    let lines = captions.iter().map(|c| c.0.len()).max().unwrap_or(0) as i32;
+    let widest = captions.iter().flat_map(|c| &c.0).map(|l| canvas::text_width(CAPTION_PX as f32, l)).max().unwrap_or(0);
+    let tile_w = side.max(widest) + 12;
+    let tile_h = side + 6 + lines * line_h + 6;
     render((cols as i32 * tile_w + 10) as u32, (rows as i32 * tile_h + 10) as u32, |root| {
         for (k, (&i, (caption, color))) in indices.iter().zip(captions).enumerate() {
             let (r, c) = ((k / cols) as i32, (k % cols) as i32);
@@ -210,8 +221,10 @@ fn tiles(data: &Dataset, indices: &[usize], captions: &[(String, RGBColor)], col
             draw_image(root, img.view(), (x, y), scale, binary)?;
             root.draw(&Rectangle::new([(x, y), (x + side, y + side)], GREY.stroke_width(1)))
                 .map_err(err)?;
-            root.draw(&Text::new(caption.clone(), (5 + c * tile_w + tile_w / 2, y + side + 4), centered(13.0, *color)))
-                .map_err(err)?;
+            for (j, line) in caption.iter().enumerate() {
+                let at = (5 + c * tile_w + tile_w / 2, y + side + 5 + j as i32 * line_h);
+                root.draw(&Text::new(line.clone(), at, centered(CAPTION_PX, *color))).map_err(err)?;
+            }
         }
         Ok(())
     })
@@ -220,6 +233,11 @@ fn tiles(data: &Dataset, indices: &[usize], captions: &[(String, RGBColor)], col
 /// `"Shirt 71% (Coat)"`: predicted class, its probability, true class.
 pub fn caption(predicted: usize, probability: f32, truth: usize) -> String {
     format!("{} {:.0}% ({})", CLASS_NAMES[predicted], 100.0 * probability, CLASS_NAMES[truth])
+}
+
+/// [`caption`] on two lines, for tiles: `"Shirt 71%"`, `"(Coat)"`.
+fn caption_lines(predicted: usize, probability: f32, truth: usize) -> Vec<String> {
+    vec![format!("{} {:.0}%", CLASS_NAMES[predicted], 100.0 * probability), format!("({})", CLASS_NAMES[truth])]
 }
 
 /// `rows × cols` random images of `data` (drawn with `seed`), each captioned with the predicted class,
@@ -236,15 +254,15 @@ pub fn predictions_for(data: &Dataset, probs: &Array2<f32>, indices: &[usize], c
     if let Some(&i) = indices.iter().find(|&&i| i >= data.len()) {
         return Err(Error::InvalidArgument(format!("index {i} out of range for {} images", data.len())));
     }
-    let captions: Vec<(String, RGBColor)> = indices
+    let captions: Vec<(Vec<String>, RGBColor)> = indices
         .iter()
         .map(|&i| {
             let p = argmax(&probs.row(i).to_vec());
             let t = data.labels[i] as usize;
-            (caption(p, probs[[i, p]], t), if p == t { RIGHT } else { WRONG })
+            (caption_lines(p, probs[[i, p]], t), if p == t { RIGHT } else { WRONG })
         })
         .collect();
-    tiles(data, indices, &captions, cols, 3, 190)
+    tiles(data, indices, &captions, cols, 3)
 }
 
 /// The wrong predictions the model was most sure of, most confident first.
@@ -252,11 +270,11 @@ pub fn confident_mistakes(data: &Dataset, probs: &Array2<f32>, n: usize, cols: u
     check_probs(data, probs)?;
     let wrong = metrics::confident_mistakes(&data.labels, probs, n)?;
     let indices: Vec<usize> = wrong.iter().map(|w| w.0).collect();
-    let captions: Vec<(String, RGBColor)> = wrong
+    let captions: Vec<(Vec<String>, RGBColor)> = wrong
         .iter()
-        .map(|&(i, p, prob)| (caption(p, prob, data.labels[i] as usize), WRONG))
+        .map(|&(i, p, prob)| (caption_lines(p, prob, data.labels[i] as usize), WRONG))
         .collect();
-    tiles(data, &indices, &captions, cols, 3, 190)
+    tiles(data, &indices, &captions, cols, 3)
 }
 
 fn check_probs(data: &Dataset, probs: &Array2<f32>) -> Result<()> {
@@ -573,7 +591,7 @@ fn padded(points: &[(f64, f64)], (x_frac, x_min): (f64, f64), y_frac: f64) -> (s
 }
 
 /// A titled x-y chart over `xs` × `ys` with room for the axis labels.
-fn xy_chart<'a, 'b>(root: &'a DrawingArea<BitMapBackend<'b>, Shift>, title: &str, xs: std::ops::Range<f64>, ys: std::ops::Range<f64>) -> Result<XyChart<'a, 'b>> {
+fn xy_chart<'a, 'b>(root: &'a DrawingArea<Canvas<'b>, Shift>, title: &str, xs: std::ops::Range<f64>, ys: std::ops::Range<f64>) -> Result<XyChart<'a, 'b>> {
     ChartBuilder::on(root)
         .caption(title, font(18.0))
         .margin(12)
@@ -585,7 +603,7 @@ fn xy_chart<'a, 'b>(root: &'a DrawingArea<BitMapBackend<'b>, Shift>, title: &str
 
 /// An x-y chart with `f64` axes.
 type XyChart<'a, 'b> =
-    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+    ChartContext<'a, Canvas<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// A solid line with a dot at each point and a legend entry.
 fn draw_line(chart: &mut XyChart<'_, '_>, name: String, points: &[(f64, f64)], color: RGBAColor, dot: i32) -> Result<()> {
@@ -755,12 +773,13 @@ mod tests {
         // 2×2 grid; sample order from the seed, so find each tile's truth from the same draw.
         let f = prediction_grid(&d, &p, 2, 2, 0).unwrap();
         let order = sample_indices(4, 4, 0);
-        assert_eq!((f.width, f.height), (2 * 190 + 10, 2 * (84 + 26) + 10));
+        let (tile_w, tile_h) = ((f.width - 10) / 2, (f.height - 10) / 2);
+        assert!(tile_w >= 84 && tile_h > 84 + 2 * 12, "{tile_w}×{tile_h}");
         for (k, &i) in order.iter().enumerate() {
             let (r, c) = ((k / 2) as u32, (k % 2) as u32);
-            let (x, y) = (5 + c * 190, 5 + r * 110 + 84);
-            let red = count(&f, x, y, x + 190, y + 26, is_red);
-            let blue = count(&f, x, y, x + 190, y + 26, is_blue);
+            let (x, y) = (5 + c * tile_w, 5 + r * tile_h + 84);
+            let red = count(&f, x, y, x + tile_w, y + tile_h - 84, is_red);
+            let blue = count(&f, x, y, x + tile_w, y + tile_h - 84, is_blue);
             if d.labels[i] % 2 == 0 {
                 assert!(blue > 20 && red == 0, "tile {k}: blue {blue} red {red}");
             } else {
@@ -768,7 +787,16 @@ mod tests {
             }
         }
         // The images are drawn: a dark centre pixel (value 255 → black) in every tile.
-        assert_eq!(f.pixel(5 + (190 - 84) / 2 + 14 * 3 + 1, 5 + 14 * 3 + 1), [0, 0, 0]);
+        assert_eq!(f.pixel(5 + (tile_w - 84) / 2 + 14 * 3 + 1, 5 + 14 * 3 + 1), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_ten_by_ten_grid_fits_a_notebook_column() {
+        // Captions on two lines keep the tiles narrow: 10 columns fit the ~1000 px a JupyterLab
+        // output area gives, so the 12 px captions are shown at (nearly) their size.
+        let d = tiny(100);
+        let f = prediction_grid(&d, &probs(&d), 10, 10, 0).unwrap();
+        assert!(f.width <= 1010, "{} px wide", f.width);
     }
 
     #[test]
@@ -835,7 +863,8 @@ mod tests {
             let r = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
             assert_eq!((r.info().width, r.info().height), (f.width, f.height));
         }
-        assert_eq!((figures[2].width, figures[2].height), (5 * 150 + 10, 5 * (112 + 26) + 10));
+        // 5×5 tiles of 112 px images (scale 4) with one caption line: the images set the tile size.
+        assert_eq!((figures[2].width, figures[2].height), (5 * (112 + 12) + 10, 5 * (112 + 6 + 15 + 6) + 10));
         // Bad inputs are errors, not panics.
         assert!(prediction_grid(&d, &Array2::zeros((3, 10)), 2, 2, 0).is_err());
         assert!(value_array(&Array1::zeros(3), None).is_err());
