@@ -225,6 +225,10 @@ pub fn kernel_report(optimised: bool, build_folder: Option<&str>) -> String {
 /// Replaces the default panic message — a full backtrace in a notebook kernel, which sets
 /// `RUST_BACKTRACE` — with one line and a hint. `let _ = std::panic::take_hook();` in a cell brings the
 /// default (with backtrace) back.
+///
+/// The line goes to stdout: evcxr passes a cell's stdout on before it reports the cell finished, but
+/// its stderr from another thread, and on a busy machine Jupyter had already closed the cell's output
+/// when the message arrived — the panic then showed nothing at all.
 pub fn one_line_panics() {
     std::panic::set_hook(Box::new(|info| {
         let message = info
@@ -234,7 +238,7 @@ pub fn one_line_panics() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
         let place = info.location().map(|l| format!(" {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!(
+        println!(
             "panicked at{place}: {message}\n(variables from earlier cells are kept; for the backtrace, run \
              `let _ = std::panic::take_hook();` and this cell again)"
         );

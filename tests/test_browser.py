@@ -1,0 +1,127 @@
+"""A learner's Run All, in a real browser: JupyterLab started by scripts/lab, Debian's Chromium driven
+by Playwright, notebook 2 (a copy, so autosave cannot touch the committed notebook) run with
+"Run > Run All Cells". Asserts the figures are rendered images in the page, the only error output is
+the compile error the notebook expects, no cell panicked, and every cell ran. Saves screenshots in
+tests/executed/ (browser-*.png) for a person to look at.
+
+scripts/test installs Chromium (apt) and Playwright (pip, into .venv) through `scripts/setup --browser`;
+where they cannot be installed the test is skipped with a message saying so.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTED = ROOT / "tests" / "executed"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+COPY = ROOT / "notebooks" / "browser-test-02.ipynb"  # git-ignored; removed at the end
+
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright missing: run scripts/setup --browser")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Chromium missing: run scripts/setup --browser (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab from scripts/lab on a free port, with its own settings (notebook windowing off, so
+    every cell's output is in the page) and workspace folders."""
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    port, token = free_port(), secrets.token_hex(16)
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "lab"), "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+                time.sleep(1)
+        yield url, token
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_run_all_in_jupyterlab_shows_every_figure(lab):
+    url, token = lab
+    shutil.copy(ROOT / "notebooks" / "02-classify-clothing.ipynb", COPY)
+    nb = json.loads(COPY.read_text())
+    for cell in nb["cells"]:  # start from a clean notebook, as a learner who cleared the outputs
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    COPY.write_text(json.dumps(nb, indent=1))
+    n_code = sum(c["cell_type"] == "code" for c in nb["cells"])
+    n_figures = sum("figure" in c["metadata"].get("tags", []) for c in nb["cells"])
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/tree/{COPY.name}?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+            # Wait for the kernel, then Run > Run All Cells through the menu, as a learner does.
+            try:
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=300_000)
+            except playwright.TimeoutError:
+                pass  # Run All queues the cells until the kernel is ready anyway
+            page.click("li.lm-MenuBar-item:has-text('Run')")
+            page.click("li.lm-Menu-item[data-command='notebook:run-all-cells']")
+            start = time.time()
+            prompts = ".jp-CodeCell .jp-InputArea-prompt"
+            while True:
+                texts = page.locator(prompts).all_inner_texts()
+                done = [t for t in texts if t.strip() not in ("[ ]:", "[*]:", "")]
+                if len(done) == n_code and not any("*" in t for t in texts):
+                    break
+                assert time.time() - start < 1800, f"Run All did not finish: {len(done)}/{n_code} cells ran"
+                time.sleep(2)
+            elapsed = time.time() - start
+            page.wait_for_timeout(1000)
+            images = page.evaluate(
+                "() => [...document.querySelectorAll('.jp-OutputArea-output img')]"
+                ".map(i => [i.complete && i.naturalWidth > 0, i.naturalWidth, i.getBoundingClientRect().width])")
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            page.screenshot(path=str(EXECUTED / "browser-02-top.png"))
+            grid = page.locator(".jp-OutputArea-output img").nth(max(0, len(images) - 2))
+            grid.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(EXECUTED / "browser-02-grid.png"))
+            browser.close()
+    finally:
+        COPY.unlink(missing_ok=True)
+    print(f"Run All of notebook 2 in JupyterLab: {elapsed:.0f} s, {len(images)} images")
+    assert len(images) >= n_figures - 2, f"{len(images)} images in the page for {n_figures} figure cells"  # 2 are HTML tables
+    assert all(ok for ok, _, _ in images), f"an image did not render: {images}"
+    assert not [o for o in outputs if "panicked at" in o], [o for o in outputs if "panicked at" in o]
+    unexpected = [e for e in errors if "expected `64`, found `128`" not in e and "Warning" not in e]
+    assert not unexpected, "unexpected error output:\n" + "\n---\n".join(e[:1500] for e in unexpected)
