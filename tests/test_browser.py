@@ -93,8 +93,9 @@ def test_run_all_in_jupyterlab_shows_every_figure(lab):
                 page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=300_000)
             except playwright.TimeoutError:
                 pass  # Run All queues the cells until the kernel is ready anyway
-            page.click("li.lm-MenuBar-item:has-text('Run')")
-            page.click("li.lm-Menu-item[data-command='notebook:run-all-cells']")
+            page.locator(".jp-Notebook").first.click()  # the notebook is the current widget
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=False).first.click()
             start = time.time()
             prompts = ".jp-CodeCell .jp-InputArea-prompt"
             while True:
