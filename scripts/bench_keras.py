@@ -7,7 +7,6 @@ Run by `scripts/bench --keras` in the venv it creates under target/; by hand:
 """
 
 import argparse
-import gzip
 import json
 import os
 import time
@@ -16,21 +15,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from bench_common import peak_rss_mb, read_idx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow import keras  # noqa: E402
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally .gz) as a numpy array, as keras.datasets.fashion_mnist reads it."""
-    for candidate in (path.with_name(path.name + ".gz"), path):
-        if candidate.exists():
-            opener = gzip.open if candidate.suffix == ".gz" else open
-            with opener(candidate, "rb") as f:
-                raw = f.read()
-            dims = raw[3]
-            shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-            return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-    raise FileNotFoundError(path)
 
 
 def build(name: str) -> keras.Sequential:
@@ -66,13 +53,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self.start)
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main():
