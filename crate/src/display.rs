@@ -203,7 +203,14 @@ mod tests {
 /// dependencies stay unoptimised — training about 20× slower — and are rebuilt at every start.
 pub fn setup_notebook() {
     one_line_panics();
-    println!("{}", kernel_report(!cfg!(debug_assertions), std::env::var("EVCXR_TMPDIR").ok().as_deref()));
+    let folder = std::env::var("EVCXR_TMPDIR").ok().map(|f| project_relative(&f));
+    println!("{}", kernel_report(!cfg!(debug_assertions), folder.as_deref()));
+}
+
+/// `path` relative to the project root (the folder above this crate) when it lies inside it.
+fn project_relative(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    Path::new(path).strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_else(|_| path.to_string())
 }
 
 /// What [`setup_notebook`] prints, from whether this crate was compiled optimised and the build folder.
