@@ -5,7 +5,7 @@ same files, with the same architecture, optimizer, batch size and epochs as
 The loop is the fast idiomatic one, not a DataLoader per sample: the whole training set is one float32
 tensor in memory, each epoch draws a permutation and slices batches by index; `zero_grad(set_to_none)`,
 `F.cross_entropy` on logits, Adam (eps 1e-7, as Keras and ours). Threads: one per core, like ours.
-Prediction runs under `torch.inference_mode()` in batches of 1000 (as ours and Keras), softmax included.
+Prediction runs under `torch.inference_mode()` in batches of 128 (as ours and Keras), softmax included.
 
 Run by `scripts/bench --torch` in the venv it creates under target/; by hand:
     target/torch-venv/bin/python scripts/bench_torch.py --model mlp --epochs 3 --data /usr/share/datasets/fashion-mnist
@@ -81,7 +81,7 @@ def main():
 
     def predict():
         with torch.inference_mode():
-            return torch.cat([F.softmax(model(x_test[i : i + 1000]), dim=1) for i in range(0, len(x_test), 1000)])
+            return torch.cat([F.softmax(model(x_test[i : i + 128]), dim=1) for i in range(0, len(x_test), 128)])
 
     probs = predict()  # warm-up, as for the others
     accuracy = (probs.argmax(dim=1) == y_test).float().mean().item()

@@ -63,8 +63,10 @@ use run_log::RunWriter;
 use progress::Progress;
 use step::{dev_err, Batch, PIXELS};
 
-/// Images per forward pass in `evaluate` / `predict` (batches run on all cores at once).
-const INFERENCE_BATCH: usize = 1000;
+/// Images per forward pass in `evaluate` / `predict` (batches run on all cores at once). 128 rather than
+/// 1000: the CNN's activations of two 1000-image batches in flight took peak memory from 320 to 670 MB,
+/// and smaller batches stay in cache (CNN prediction of 10,000 images 0.31 s → 0.25 s; MLP unchanged).
+const INFERENCE_BATCH: usize = 128;
 
 /// How much `fit` and `evaluate` print (Keras' `verbose`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -345,7 +347,7 @@ impl<N: Network> Model<N> {
         Ok(ev)
     }
 
-    /// The raw model outputs `(n, 10)` for `(n, 28, 28)` normalized images, in batches of 1000 spread
+    /// The raw model outputs `(n, 10)` for `(n, 28, 28)` normalized images, in batches of 128 spread
     /// over all cores.
     pub fn logits(&self, x: ArrayView3<f32>) -> Result<Array2<f32>> {
         infer(&self.net, &self.dev, x)
