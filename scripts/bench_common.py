@@ -1,6 +1,7 @@
-"""What the anchors of `scripts/bench` (bench_keras.py, bench_torch.py) share: reading the data files
-as keras.datasets.fashion_mnist does, and the peak memory of the process."""
+"""What the anchors of `scripts/bench` (bench_keras.py, bench_torch.py) share: their command line,
+reading the data files as keras.datasets.fashion_mnist does, and the peak memory of the process."""
 
+import argparse
 import gzip
 from pathlib import Path
 
@@ -25,3 +26,15 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def arguments():
+    """The command line both anchors take (the same as examples/bench.rs)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--predict-repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42)
+    return p.parse_args()

@@ -6,16 +6,14 @@ Run by `scripts/bench --keras` in the venv it creates under target/; by hand:
     target/keras-venv/bin/python scripts/bench_keras.py --model mlp --epochs 3 --data /usr/share/datasets/fashion-mnist
 """
 
-import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from bench_common import peak_rss_mb, read_idx  # noqa: E402
+from bench_common import arguments, peak_rss_mb, read_idx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow import keras  # noqa: E402
 
@@ -56,14 +54,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--predict-repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42)
-    args = p.parse_args()
+    args = arguments()
     keras.utils.set_random_seed(args.seed)
 
     # As the guide does, but in float32 (the guide's `/ 255.0` gives float64, twice the memory).

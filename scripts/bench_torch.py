@@ -11,18 +11,16 @@ Run by `scripts/bench --torch` in the venv it creates under target/; by hand:
     target/torch-venv/bin/python scripts/bench_torch.py --model mlp --epochs 3 --data /usr/share/datasets/fashion-mnist
 """
 
-import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_common import peak_rss_mb, read_idx
+from bench_common import arguments, peak_rss_mb, read_idx
 
 
 def build(name: str) -> nn.Sequential:
@@ -41,14 +39,7 @@ def build(name: str) -> nn.Sequential:
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--predict-repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42)
-    args = p.parse_args()
+    args = arguments()
     torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count())
 

@@ -23,10 +23,10 @@ fn font(style: FontStyle) -> Option<FontRef<'static>> {
     FontRef::try_from_slice(bytes).ok()
 }
 
-/// Calls `ink(x, y, coverage)` for every pixel of `text` drawn from `(0, 0)` (plotters' baseline
-/// convention: glyph tops at `size / 2 + bounds.min.y`).
-pub(crate) fn glyph_pixels(font: &FontRef<'_>, size: f32, text: &str, mut ink: impl FnMut(i32, i32, f32)) {
+/// Each glyph of `text` at `size` with its origin's x (advances and kerning), and the width of the whole.
+fn layout(font: &FontRef<'_>, size: f32, text: &str) -> (Vec<(ab_glyph::GlyphId, f32)>, f32) {
     let scaled = font.as_scaled(size);
+    let mut glyphs = Vec::with_capacity(text.len());
     let mut caret = 0f32;
     let mut prev = None;
     for c in text.chars() {
@@ -34,32 +34,29 @@ pub(crate) fn glyph_pixels(font: &FontRef<'_>, size: f32, text: &str, mut ink: i
         if let Some(p) = prev {
             caret += scaled.kern(p, id);
         }
+        glyphs.push((id, caret));
+        caret += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    (glyphs, caret)
+}
+
+/// Calls `ink(x, y, coverage)` for every pixel of `text` drawn from `(0, 0)` (plotters' baseline
+/// convention: glyph tops at `size / 2 + bounds.min.y`).
+pub(crate) fn glyph_pixels(font: &FontRef<'_>, size: f32, text: &str, mut ink: impl FnMut(i32, i32, f32)) {
+    for (id, caret) in layout(font, size, text).0 {
         let glyph = id.with_scale_and_position(size, ab_glyph::point(caret, 0.0));
         if let Some(outline) = font.outline_glyph(glyph) {
             let b = outline.px_bounds();
             let (x0, y0) = (b.min.x as i32, (size / 2.0 + b.min.y) as i32);
             outline.draw(|x, y, cov| ink(x0 + x as i32, y0 + y as i32, cov));
         }
-        caret += scaled.h_advance(id);
-        prev = Some(id);
     }
 }
 
 /// The width in pixels of `text` at `size` (advances and kerning), as drawn by this backend.
 pub(crate) fn text_width(size: f32, text: &str) -> i32 {
-    let Some(font) = font(FontStyle::Normal) else { return 0 };
-    let scaled = font.as_scaled(size);
-    let mut width = 0f32;
-    let mut prev = None;
-    for c in text.chars() {
-        let id = scaled.glyph_id(c);
-        if let Some(p) = prev {
-            width += scaled.kern(p, id);
-        }
-        width += scaled.h_advance(id);
-        prev = Some(id);
-    }
-    width.ceil() as i32
+    font(FontStyle::Normal).map_or(0, |font| layout(&font, size, text).1.ceil() as i32)
 }
 
 impl<'a> DrawingBackend for Canvas<'a> {
