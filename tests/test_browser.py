@@ -2,7 +2,7 @@
 by Playwright, notebook 2 (a copy, so autosave cannot touch the committed notebook) run with
 "Run > Run All Cells". Asserts the figures are rendered images in the page, the only error output is
 the compile error the notebook expects, no cell panicked, and every cell ran. Saves screenshots in
-tests/executed/ (browser-*.png) for a person to look at.
+tests/executed/ (browser-02-top, -grid, -end.png) for a person to look at.
 
 scripts/test installs Chromium (apt) and Playwright (pip, into .venv) through `scripts/setup --browser`;
 where they cannot be installed the test is skipped with a message saying so.
@@ -112,6 +112,9 @@ def test_run_all_in_jupyterlab_shows_every_figure(lab):
                 ".map(i => [i.complete && i.naturalWidth > 0, i.naturalWidth, i.getBoundingClientRect().width])")
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
             outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            page.screenshot(path=str(EXECUTED / "browser-02-end.png"))  # Run All leaves the page at the end
+            page.locator(".jp-Notebook .jp-Cell").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
             page.screenshot(path=str(EXECUTED / "browser-02-top.png"))
             grid = page.locator(".jp-OutputArea-output img").nth(max(0, len(images) - 2))
             grid.scroll_into_view_if_needed()
