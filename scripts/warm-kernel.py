@@ -10,7 +10,9 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-SETUP_CELL = ':dep fashion = { path = "../crate", default-features = false }\nuse fashion::prelude::*;\nsetup_notebook();'
+# The set-up cell every notebook starts with, taken from notebook 1 so there is one copy of it.
+first = nbformat.read(ROOT / "notebooks" / "01-explore-the-data.ipynb", as_version=4)
+SETUP_CELL = next(c.source for c in first.cells if c.cell_type == "code")
 
 nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SETUP_CELL)])
 client = NotebookClient(nb, kernel_name="fashion-rust", timeout=3600, startup_timeout=600,
