@@ -1,13 +1,13 @@
 //! Stride-1 `K×K` convolution + ReLU + max-pool on NHWC images, forward and backward: im2col and one
-//! matrix product per chunk of images (or Winograd, see [`super::winograd`]), then the fused pooling of
-//! [`super::pool`]. Groups of a fixed number of images, spread over the cores.
+//! matrix product per chunk of images (or Winograd F(4×4, 3×3), see [`super::winograd`]), then the
+//! fused pooling of [`super::pool`]. Groups of a fixed number of images, spread over the cores.
 
 use rayon::prelude::*;
 
 use super::matmul::{add_column_sums, matmul_on};
 use super::pool::{relu_max_pool, relu_max_pool_backward};
-use super::winograd::{flip_kernel, winograd_conv, winograd_kernel};
-use super::{simd, Buf};
+use super::winograd::{self, flip_kernel, plane_stride, transform_kernel, Tiling, PLANES};
+use super::{direct, simd, Buf};
 
 
 /// Geometry of a stride-1 `K×K` convolution with `P` pixels of zero padding followed by ReLU and a
@@ -118,7 +118,7 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     })
 }
 
-/// Winograd F(2×2, 3×3) is used for 3×3 convolutions with one pixel of padding and several input
+/// Winograd F(4×4, 3×3) is used for 3×3 convolutions with one pixel of padding and several input
 /// channels (with one, as in the first layer, the matrix products would be too thin to gain).
 fn winograd_applies(g: &ConvGeom) -> bool {
     g.k == 3 && g.p == 1 && g.cin >= 2
@@ -128,6 +128,10 @@ fn winograd_applies(g: &ConvGeom) -> bool {
 /// same order whatever the number of threads: the same seed gives the same weights on 1, 2 or 16 cores.
 const GROUP: usize = 16;
 
+/// Images per step of a group (im2col or input transform, product, pooling): small enough that what
+/// the step writes is still in cache when the next part reads it.
+const CHUNK: usize = 8;
+
 /// What the forward pass keeps for backward, per group of images.
 pub(crate) struct Saved {
     groups: Vec<GroupSaved>,
@@ -135,19 +139,23 @@ pub(crate) struct Saved {
     per: usize,
 }
 
-struct GroupSaved {
-    /// The group's im2col matrix `(n·H'·W', K·K·IN)`.
-    cols: Buf,
-    /// The group's convolution outputs before ReLU `(n·H'·W', OUT)`.
-    pre: Buf,
+enum GroupSaved {
+    /// The group's input as the kernel gradient reads it — the im2col matrix `(n·H'·W', K·K·IN)`, or
+    /// with Winograd the 36 planes of transformed input tiles, `(36, n·tiles, IN)` — and the
+    /// convolution outputs before ReLU `(n·H'·W', OUT)`.
+    Products { cols: Buf, pre: Buf },
+    /// One input channel ([`direct`]): the zero-padded images and the window position of each pooled
+    /// maximum.
+    Direct { padded: Vec<f32>, sel: Vec<u8> },
 }
 
 /// Forward pass of a batch: `x` is `(B, H, W, IN)`, `kernel` `(K·K·IN, OUT)`, `bias` `(OUT)`. Returns the
 /// pooled output `(B, H'/POOL, W'/POOL, OUT)` and — when `train` — what backward needs.
 ///
-/// The batch is split into groups of [`GROUP`] images spread over the threads; each runs im2col, one matrix product
-/// `(n·H'·W', K·K·IN) × (K·K·IN, OUT)` and the pooling for its group alone, so the two cores meet once
-/// per layer instead of inside every product. Inference goes in chunks of a few images to bound memory.
+/// The batch is split into groups of [`GROUP`] images spread over the threads; each runs the
+/// convolution (im2col and one matrix product, Winograd, or with one input channel the direct
+/// convolution) and the pooling for its group alone, so the two cores meet once per layer instead of
+/// inside every product. Inference goes in chunks of a few images to bound memory.
 pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kernel: &[f32], bias: &[f32], train: bool) -> (Vec<f32>, Option<Saved>) {
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = GROUP;
@@ -155,39 +163,50 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
     if batch == 0 || out_len == 0 {
         return (out, train.then(|| Saved { groups: Vec::new(), per }));
     }
-    // Images per im2col + product + pooling step: small enough that the im2col rows are still in cache
-    // when the product reads them. Training keeps every step's rows for backward; inference reuses one.
-    const CHUNK: usize = 8;
-    let wino = winograd_applies(g).then(|| winograd_kernel(kernel, g.cin, cout));
+    let tl = Tiling::new(g.h, g.w);
+    let wino = winograd_applies(g).then(|| transform_kernel(kernel, g.cin, cout));
     let groups: Vec<GroupSaved> = out
         .par_chunks_mut(per * out_len)
         .zip(x.par_chunks(per * in_len))
         .map(|(out, x)| {
             let n = x.len() / in_len;
+            if direct::applies(g) {
+                let mut padded = vec![0f32; n * direct::padded_len(g)];
+                direct::pad(g, x, &mut padded);
+                let mut sel = vec![0u8; if train { n * out_len } else { 0 }];
+                direct::forward(g, &padded, kernel, bias, out, train.then_some(&mut sel[..]));
+                return GroupSaved::Direct { padded, sel };
+            }
+            // Training keeps every step's im2col rows or input planes for backward; inference reuses one.
             let kept = if train { n } else { CHUNK.min(n) };
-            let mut cols = Buf::dirty(if train || wino.is_none() { kept * pix * patch } else { 0 });
+            // The planes of all `kept` images: a step's tiles start at its first image's.
+            let stride = plane_stride(kept * tl.per_image() * g.cin);
+            let mut cols = Buf::dirty(if wino.is_some() { PLANES * stride } else { kept * pix * patch });
             let mut pre = Buf::dirty(kept * pix * cout);
             for start in (0..n).step_by(CHUNK) {
                 let m = CHUNK.min(n - start);
                 let at = if train { start } else { 0 };
-                let cols = cols.get_mut(at * pix * patch..(at + m) * pix * patch).unwrap_or(&mut []);
                 let pre = &mut pre[at * pix * cout..(at + m) * pix * cout];
                 let xs = &x[start * in_len..(start + m) * in_len];
-                if train || wino.is_none() {
-                    // The weight gradient needs the im2col rows.
-                    for (c, xi) in cols.chunks_exact_mut(pix * patch).zip(xs.chunks_exact(in_len)) {
-                        im2col(g, xi, c);
-                    }
-                }
                 match &wino {
-                    Some(u) => winograd_conv(g.h, g.w, g.cin, cout, m, xs, u, pre, false),
-                    None => matmul_on(false, m * pix, patch, cout, cols, false, kernel, false, pre, false),
+                    Some(u) => {
+                        let v = &mut cols[at * tl.per_image() * g.cin..];
+                        winograd::transform_input(tl, g.cin, m, xs, v, stride);
+                        winograd::conv_planes(tl, g.cin, cout, m, v, stride, u, pre, false);
+                    }
+                    None => {
+                        let cols = &mut cols[at * pix * patch..(at + m) * pix * patch];
+                        for (c, xi) in cols.chunks_exact_mut(pix * patch).zip(xs.chunks_exact(in_len)) {
+                            im2col(g, xi, c);
+                        }
+                        matmul_on(false, m * pix, patch, cout, cols, false, kernel, false, pre, false);
+                    }
                 }
                 for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
                     relu_max_pool(g, p, bias, o);
                 }
             }
-            GroupSaved { cols, pre }
+            GroupSaved::Products { cols, pre }
         })
         .collect();
     (out, train.then_some(Saved { groups, per }))
@@ -210,11 +229,15 @@ pub(crate) fn conv_relu_pool_backward(
 ) {
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = saved.per;
-    let wino = (grad_x.is_some() && winograd_applies(g)).then(|| winograd_kernel(&flip_kernel(kernel, g.cin, cout), cout, g.cin));
+    let tl = Tiling::new(g.h, g.w);
+    let wino = winograd_applies(g);
+    // The input gradient's transformed kernel: `(3, 3, OUT, IN)` turned by 180°.
+    let u_back = (grad_x.is_some() && wino).then(|| transform_kernel(&flip_kernel(kernel, g.cin, cout), cout, g.cin));
     let mut grad_x_groups: Vec<Option<&mut [f32]>> = match grad_x {
         Some(dx) => dx.chunks_mut(per * in_len).map(Some).collect(),
         None => saved.groups.iter().map(|_| None).collect(),
     };
+    // Per group: the kernel gradient (with Winograd still as its 36 planes) and the bias gradient.
     let partial: Vec<(Vec<f32>, Vec<f32>)> = saved
         .groups
         .par_iter()
@@ -222,33 +245,66 @@ pub(crate) fn conv_relu_pool_backward(
         .zip(grad_x_groups.par_iter_mut())
         .map(|((s, gout), dx)| {
             let n = gout.len() / out_len;
+            let (cols, pre) = match s {
+                GroupSaved::Products { cols, pre } => (cols, pre),
+                GroupSaved::Direct { padded, sel } => {
+                    let (mut gk, mut gb) = (vec![0f32; patch * cout], vec![0f32; cout]);
+                    let mut grad_padded = dx.is_some().then(|| vec![0f32; padded.len()]);
+                    direct::backward(g, padded, sel, gout, kernel, &mut gk, &mut gb, grad_padded.as_deref_mut());
+                    if let (Some(dx), Some(gp)) = (dx.as_deref_mut(), &grad_padded) {
+                        direct::unpad_add(g, gp, dx);
+                    }
+                    return (gk, gb);
+                }
+            };
             let mut grad_pre = Buf::dirty(n * pix * cout);
-            for ((gp, p), go) in grad_pre.chunks_exact_mut(pix * cout).zip(s.pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len)) {
+            for ((gp, p), go) in grad_pre.chunks_exact_mut(pix * cout).zip(pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len)) {
                 relu_max_pool_backward(g, p, bias, go, gp);
             }
-            let mut gk = vec![0f32; patch * cout];
-            matmul_on(false, patch, n * pix, cout, &s.cols, true, &grad_pre, false, &mut gk, false);
             let mut gb = vec![0f32; cout];
             add_column_sums(&grad_pre, &mut gb);
-            if let (Some(dx), Some(u)) = (dx.as_deref_mut(), &wino) {
-                winograd_conv(g.h, g.w, cout, g.cin, n, &grad_pre, u, dx, true);
-            } else if let Some(dx) = dx.as_deref_mut() {
-                let mut grad_cols = Buf::dirty(n * pix * patch);
-                matmul_on(false, n * pix, cout, patch, &grad_pre, false, kernel, true, &mut grad_cols, false);
-                for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
-                    col2im_add(g, c, d);
+            if !wino {
+                let mut gk = vec![0f32; patch * cout];
+                matmul_on(false, patch, n * pix, cout, cols, true, &grad_pre, false, &mut gk, false);
+                if let Some(dx) = dx.as_deref_mut() {
+                    let mut grad_cols = Buf::dirty(n * pix * patch);
+                    matmul_on(false, n * pix, cout, patch, &grad_pre, false, kernel, true, &mut grad_cols, false);
+                    for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
+                        col2im_add(g, c, d);
+                    }
+                }
+                return (gk, gb);
+            }
+            let tiles = tl.per_image();
+            let mut planes = vec![0f32; PLANES * g.cin * cout];
+            let v_stride = plane_stride(n * tiles * g.cin);
+            for start in (0..n).step_by(CHUNK) {
+                let m = CHUNK.min(n - start);
+                let gp = &grad_pre[start * pix * cout..(start + m) * pix * cout];
+                let d_stride = plane_stride(m * tiles * cout);
+                let mut d = Buf::dirty(PLANES * d_stride);
+                winograd::transform_grad(tl, cout, m, gp, &mut d, d_stride);
+                let v = &cols[start * tiles * g.cin..];
+                winograd::kernel_gradient_planes(m * tiles, g.cin, cout, v, v_stride, &d, d_stride, &mut planes);
+                if let (Some(dx), Some(u)) = (dx.as_deref_mut(), &u_back) {
+                    winograd::conv(tl, cout, g.cin, m, gp, u, &mut dx[start * in_len..(start + m) * in_len], true);
                 }
             }
-            (gk, gb)
+            (planes, gb)
         })
         .collect();
+    let mut planes = vec![0f32; if wino { PLANES * g.cin * cout } else { 0 }];
     for (gk, gb) in partial {
-        for (a, b) in grad_kernel.iter_mut().zip(gk) {
+        let sum = if wino { &mut planes[..] } else { &mut grad_kernel[..] };
+        for (a, b) in sum.iter_mut().zip(gk) {
             *a += b;
         }
         for (a, b) in grad_bias.iter_mut().zip(gb) {
             *a += b;
         }
+    }
+    if wino {
+        winograd::add_kernel_gradient(&planes, g.cin, cout, grad_kernel);
     }
 }
 
@@ -276,4 +332,72 @@ mod tests {
         }
     }
 
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::kernels::seq;
+    use std::time::Instant;
+
+    fn time(name: &str, reps: usize, mut f: impl FnMut()) {
+        f();
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        eprintln!("{name:<40} {:>9.1} µs", t.elapsed().as_secs_f64() * 1e6 / reps as f64);
+    }
+
+    /// A profiling aid, not a check: per-part times of the CNN's two blocks for a batch of 64 on one
+    /// thread, and of Adam on its largest tensor:
+    /// `cargo test --release -p fashion --lib timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cnn_block_timings() {
+        let n = 3136 * 128;
+        let (mut p, mut gr, mut m, mut v) = (seq(n, 1), seq(n, 2), seq(n, 3), seq(n, 4));
+        time("adam 3136×128 (2 threads)", 50, || crate::kernels::optim::adam(3, 1e-3, (0.9, 0.999), 1e-7, &mut p, &mut gr, &mut m, &mut v));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        pool.install(|| time("adam 3136×128 (1 thread)", 50, || crate::kernels::optim::adam(3, 1e-3, (0.9, 0.999), 1e-7, &mut p, &mut gr, &mut m, &mut v)));
+        pool.install(|| {
+            for g in [ConvGeom { h: 28, w: 28, cin: 1, cout: 32, k: 3, p: 1, pool: 2 }, ConvGeom { h: 14, w: 14, cin: 32, cout: 64, k: 3, p: 1, pool: 2 }] {
+                let b = 64;
+                let x = seq(b * g.in_len(), 1);
+                let kernel = seq(g.patch() * g.cout, 2);
+                let bias = seq(g.cout, 3);
+                let gout = seq(b * g.out_len(), 4);
+                eprintln!("{g:?}");
+                time("forward (inference)", 20, || drop(conv_relu_pool_forward(&g, b, &x, &kernel, &bias, false)));
+                time("forward (train)", 20, || drop(conv_relu_pool_forward(&g, b, &x, &kernel, &bias, true)));
+                let (_, saved) = conv_relu_pool_forward(&g, b, &x, &kernel, &bias, true);
+                let saved = saved.unwrap();
+                let (mut gk, mut gb, mut gx) = (vec![0f32; kernel.len()], vec![0f32; g.cout], vec![0f32; x.len()]);
+                time("backward, no input gradient", 20, || conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias, &mut gk, &mut gb, None));
+                time("backward", 20, || conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias, &mut gk, &mut gb, Some(&mut gx)));
+                let pre = seq(g.pixels() * g.cout, 5);
+                let mut o = vec![0f32; g.out_len()];
+                let mut gp = vec![0f32; g.pixels() * g.cout];
+                time("  pool forward ×64", 20, || (0..b).for_each(|_| relu_max_pool(&g, &pre, &bias, &mut o)));
+                time("  pool backward ×64", 20, || (0..b).for_each(|_| relu_max_pool_backward(&g, &pre, &bias, &o, &mut gp)));
+                if winograd_applies(&g) {
+                    let tl = Tiling::new(g.h, g.w);
+                    let t = tl.per_image() * 8;
+                    let (vs, ds) = (plane_stride(t * g.cin), plane_stride(t * g.cout));
+                    let mut v = vec![0f32; PLANES * vs];
+                    let mut d = vec![0f32; PLANES * ds];
+                    let u = transform_kernel(&kernel, g.cin, g.cout);
+                    time("  transform_kernel", 20, || drop(transform_kernel(&kernel, g.cin, g.cout)));
+                    let mut acc = vec![0f32; u.len()];
+                    time("  add_kernel_gradient", 20, || winograd::add_kernel_gradient(&u, g.cin, g.cout, &mut acc));
+                    time("  transform_input ×8", 20, || (0..8).for_each(|_| winograd::transform_input(tl, g.cin, 8, &x, &mut v, vs)));
+                    time("  transform_grad ×8", 20, || (0..8).for_each(|_| winograd::transform_grad(tl, g.cout, 8, &x, &mut d, ds)));
+                    time("  transform_output ×8", 20, || (0..8).for_each(|_| winograd::transform_output(tl, g.cout, 8, &d, ds, &mut gx, false)));
+                    time("  36 products ×8", 20, || (0..8).for_each(|_| for p in 0..PLANES {
+                        matmul_on(false, t, g.cin, g.cout, &v[p * vs..][..t * g.cin], false, &u[p * g.cin * g.cout..][..g.cin * g.cout], false, &mut d[p * ds..][..t * g.cout], false);
+                    }));
+                }
+            }
+        });
+    }
 }

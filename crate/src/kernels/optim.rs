@@ -12,15 +12,28 @@ pub(crate) fn adam(t: u32, lr: f64, (beta1, beta2): (f64, f64), eps: f64, p: &mu
     let c1 = (1.0 - beta1.powi(t as i32)) as f32;
     let c2 = (1.0 - beta2.powi(t as i32)) as f32;
     let (lr, eps) = (lr as f32, eps as f32);
-    simd(#[inline(always)] || {
-        for (((p, g), m), v) in p.iter_mut().zip(g.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let gv = std::mem::take(g);
-            *m = b1 * *m + (1.0 - b1) * gv;
-            *v = b2 * *v + (1.0 - b2) * gv * gv;
-            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-        }
-    })
+    let step = |p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]| {
+        simd(#[inline(always)] || {
+            for (((p, g), m), v) in p.iter_mut().zip(g.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let gv = std::mem::take(g);
+                *m = b1 * *m + (1.0 - b1) * gv;
+                *v = b2 * *v + (1.0 - b2) * gv * gv;
+                *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+            }
+        })
+    };
+    if p.len() < SPLIT_MIN {
+        return step(p, g, m, v);
+    }
+    // Two halves side by side: each value's update is the same, on one core or two.
+    let half = p.len() / 2;
+    let ((p0, p1), (g0, g1)) = (p.split_at_mut(half), g.split_at_mut(half));
+    let ((m0, m1), (v0, v1)) = (m.split_at_mut(half), v.split_at_mut(half));
+    rayon::join(|| step(p0, g0, m0, v0), || step(p1, g1, m1, v1));
 }
+
+/// Parameter tensors of at least this many values are updated on two cores.
+const SPLIT_MIN: usize = 1 << 15;
 
 /// Stochastic gradient descent, with classic momentum when `velocity` is given:
 /// `u ← μu + g`, `p ← p - lr·u` (without momentum `p ← p - lr·g`).

@@ -12,7 +12,7 @@ use dfdx::prelude::*;
 
 use crate::kernels::conv::{conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom};
 use crate::kernels::elementwise;
-use crate::kernels::matmul::{add_column_sums, matmul};
+use crate::kernels::matmul::{add_column_sums, matmul, Split};
 
 /// A tensor's values, whatever its shape.
 pub(crate) type Flat = Tensor<(usize,), f32, Cpu>;
@@ -50,16 +50,16 @@ fn put(grads: &mut Gradients<f32, Cpu>, t: &Flat, g: Vec<f32>) -> Result<(), Cpu
 pub(crate) fn linear(x: Flat, n: usize, i: usize, o: usize, weight: Flat, bias: Flat, train: bool, input_grad: bool) -> Result<(Flat, Option<Backward>), CpuError> {
     let (xs, w) = (host(&x), host(&weight));
     let mut y = host(&bias).repeat(n);
-    matmul(n, i, o, &xs, false, &w, true, &mut y, true);
+    matmul(Split::Columns, n, i, o, &xs, false, &w, true, &mut y, true);
     let out = x.device().try_tensor_from_vec(y, (n * o,))?;
     let backward = train.then(|| {
         let out = out.clone();
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
             let g = take(grads, &out)?;
-            matmul(o, n, i, &g, true, &xs, false, grads.get_or_alloc_mut(&weight)?, true);
+            matmul(Split::Rows, o, n, i, &g, true, &xs, false, grads.get_or_alloc_mut(&weight)?, true);
             add_column_sums(&g, grads.get_or_alloc_mut(&bias)?);
             if input_grad {
-                matmul(n, o, i, &g, false, &w, false, grads.get_or_alloc_mut(&x)?, true);
+                matmul(Split::Columns, n, o, i, &g, false, &w, false, grads.get_or_alloc_mut(&x)?, true);
             }
             put(grads, &out, g)
         }) as Backward

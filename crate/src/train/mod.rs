@@ -247,18 +247,25 @@ impl<N: Network> Model<N> {
             let batches = Batches::new(data.len(), options.batch_size, order, LastBatch::Keep)?;
             let mut progress = Progress::new(options.verbose, epoch, options.epochs, batches.num_batches());
             let start = Instant::now();
-            let mut total = step::StepStats::default();
-            for (b, idx) in batches.enumerate() {
-                let batch = Batch::gather(&self.dev, data.images(), data.labels(), &idx)?;
-                let (stats, g) = step::train_step(&mut self.net, opt, batch, grads, (epoch, b + 1))?;
-                grads = g;
-                total.add(stats);
-                step_count += 1;
-                if let Some(w) = run.as_deref_mut() {
-                    w.batch(step_count, stats.mean_loss())?;
+            // The batches run on a thread of the kernels' pool, where handing half a product to the
+            // other core is cheap.
+            let (net, dev, run) = (&mut self.net, &self.dev, &mut run);
+            let (total, g) = crate::kernels::on_pool(|| -> Result<_> {
+                let (mut total, mut grads) = (step::StepStats::default(), grads);
+                for (b, idx) in batches.enumerate() {
+                    let batch = Batch::gather(dev, data.images(), data.labels(), &idx)?;
+                    let (stats, g) = step::train_step(net, opt, batch, grads, (epoch, b + 1))?;
+                    grads = g;
+                    total.add(stats);
+                    step_count += 1;
+                    if let Some(w) = run.as_deref_mut() {
+                        w.batch(step_count, stats.mean_loss())?;
+                    }
+                    progress.batch(b + 1, total.mean_loss(), total.accuracy());
                 }
-                progress.batch(b + 1, total.mean_loss(), total.accuracy());
-            }
+                Ok((total, grads))
+            })?;
+            grads = g;
             let seconds = start.elapsed().as_secs_f64();
             self.epochs_done += 1;
             let val = match data.validation() {
