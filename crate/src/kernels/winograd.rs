@@ -186,6 +186,45 @@ pub(crate) fn kernel_gradient_planes(tiles: usize, cin: usize, cout: usize, v: &
 /// `Bᵀ d B` of every 6×6 input tile (one pixel of zero padding) of `m` images `x (m, H, W, C)`: tile
 /// `t`'s channels go to `v[p · stride + t · C..][..C]` of each plane `p`.
 pub(crate) fn transform_input(tl: Tiling, c: usize, m: usize, x: &[f32], v: &mut [f32], stride: usize) {
+    to_planes::<6, InputTransform>(tl, c, m, x, v, stride)
+}
+
+/// `A δ Aᵀ` of every 4×4 block of `grad (m, H, W, C)` (zeros beyond the image), into planes as
+/// [`transform_input`] lays them out.
+pub(crate) fn transform_grad(tl: Tiling, c: usize, m: usize, grad: &[f32], d: &mut [f32], stride: usize) {
+    to_planes::<4, GradTransform>(tl, c, m, grad, d, stride)
+}
+
+/// A 1-d transform of `N` vectors into six, applied to the columns and then the rows of a tile.
+trait ToSix<const N: usize> {
+    /// Pixels the `N×N` tile starts before its 4×4 output block (the padding it reads).
+    const BACK: usize;
+    fn apply<const L: usize>(x: &[[f32; L]; N]) -> [[f32; L]; 6];
+}
+
+/// `Bᵀ d B`: the input transform, on 6×6 tiles around each block.
+struct InputTransform;
+impl ToSix<6> for InputTransform {
+    const BACK: usize = 1;
+    #[inline(always)]
+    fn apply<const L: usize>(x: &[[f32; L]; 6]) -> [[f32; L]; 6] {
+        b_t(x)
+    }
+}
+
+/// `A δ Aᵀ`: the output gradient's transform, on the 4×4 blocks themselves.
+struct GradTransform;
+impl ToSix<4> for GradTransform {
+    const BACK: usize = 0;
+    #[inline(always)]
+    fn apply<const L: usize>(x: &[[f32; L]; 4]) -> [[f32; L]; 6] {
+        a(x)
+    }
+}
+
+/// The `N×N` tile of every 4×4 block of `x (m, H, W, C)` (zeros beyond the image), transformed by `T`
+/// into the 36 planes.
+fn to_planes<const N: usize, T: ToSix<N>>(tl: Tiling, c: usize, m: usize, x: &[f32], v: &mut [f32], stride: usize) {
     let zero = vec![0f32; c];
     simd(#[inline(always)] || {
         for img in 0..m {
@@ -193,10 +232,10 @@ pub(crate) fn transform_input(tl: Tiling, c: usize, m: usize, x: &[f32], v: &mut
             for ty in 0..tl.th {
                 for tx in 0..tl.tw {
                     let t = (img * tl.th + ty) * tl.tw + tx;
-                    let mut d: [[&[f32]; 6]; 6] = [[&zero[..]; 6]; 6];
+                    let mut d: [[&[f32]; N]; N] = [[&zero[..]; N]; N];
                     for (r, row) in d.iter_mut().enumerate() {
                         for (col, px) in row.iter_mut().enumerate() {
-                            let (y, x) = ((4 * ty + r).wrapping_sub(1), (4 * tx + col).wrapping_sub(1));
+                            let (y, x) = ((4 * ty + r).wrapping_sub(T::BACK), (4 * tx + col).wrapping_sub(T::BACK));
                             if y < tl.h && x < tl.w {
                                 *px = &xi[(y * tl.w + x) * c..][..c];
                             }
@@ -204,42 +243,10 @@ pub(crate) fn transform_input(tl: Tiling, c: usize, m: usize, x: &[f32], v: &mut
                     }
                     let full = c / 8 * 8;
                     for cb in (0..full).step_by(8) {
-                        input_tile::<8>(&d, cb, v, stride, t * c + cb);
+                        tile_to_planes::<N, 8, T>(&d, cb, v, stride, t * c + cb);
                     }
                     for cb in full..c {
-                        input_tile::<1>(&d, cb, v, stride, t * c + cb);
-                    }
-                }
-            }
-        }
-    })
-}
-
-/// `A δ Aᵀ` of every 4×4 block of `grad (m, H, W, C)` (zeros beyond the image), into planes as
-/// [`transform_input`] lays them out.
-pub(crate) fn transform_grad(tl: Tiling, c: usize, m: usize, grad: &[f32], d: &mut [f32], stride: usize) {
-    let zero = vec![0f32; c];
-    simd(#[inline(always)] || {
-        for img in 0..m {
-            let gi = &grad[img * tl.h * tl.w * c..][..tl.h * tl.w * c];
-            for ty in 0..tl.th {
-                for tx in 0..tl.tw {
-                    let t = (img * tl.th + ty) * tl.tw + tx;
-                    let mut g: [[&[f32]; 4]; 4] = [[&zero[..]; 4]; 4];
-                    for (r, row) in g.iter_mut().enumerate() {
-                        for (col, px) in row.iter_mut().enumerate() {
-                            let (y, x) = (4 * ty + r, 4 * tx + col);
-                            if y < tl.h && x < tl.w {
-                                *px = &gi[(y * tl.w + x) * c..][..c];
-                            }
-                        }
-                    }
-                    let full = c / 8 * 8;
-                    for cb in (0..full).step_by(8) {
-                        grad_tile::<8>(&g, cb, d, stride, t * c + cb);
-                    }
-                    for cb in full..c {
-                        grad_tile::<1>(&g, cb, d, stride, t * c + cb);
+                        tile_to_planes::<N, 1, T>(&d, cb, v, stride, t * c + cb);
                     }
                 }
             }
@@ -322,36 +329,19 @@ fn a<const L: usize>(g: &[[f32; L]; 4]) -> [[f32; L]; 6] {
     e
 }
 
-/// `L` channels from `cb` of one input tile: `Bᵀ d B`, written at `at` of the 36 planes.
+/// `L` channels from `cb` of one tile: `T` on the columns, then on the rows, written at `at` of the 36
+/// planes.
 #[inline(always)]
-fn input_tile<const L: usize>(src: &[[&[f32]; 6]; 6], cb: usize, v: &mut [f32], stride: usize, at: usize) {
-    // Rows first: for each column, Bᵀ over the six rows.
-    let mut t = [[[0f32; L]; 6]; 6]; // t[col][row]
+fn tile_to_planes<const N: usize, const L: usize, T: ToSix<N>>(src: &[[&[f32]; N]; N], cb: usize, v: &mut [f32], stride: usize, at: usize) {
+    let mut t = [[[0f32; L]; 6]; N]; // t[col][row]
     for (c, t) in t.iter_mut().enumerate() {
-        let col: [[f32; L]; 6] = std::array::from_fn(|r| src[r][c][cb..cb + L].try_into().unwrap());
-        *t = b_t(&col);
+        let col: [[f32; L]; N] = std::array::from_fn(|r| src[r][c][cb..cb + L].try_into().unwrap());
+        *t = T::apply(&col);
     }
-    // Then columns: for each transformed row i, Bᵀ over the six columns.
     for i in 0..6 {
-        let row: [[f32; L]; 6] = std::array::from_fn(|c| t[c][i]);
-        for (j, vals) in b_t(&row).iter().enumerate() {
+        let row: [[f32; L]; N] = std::array::from_fn(|c| t[c][i]);
+        for (j, vals) in T::apply(&row).iter().enumerate() {
             v[(i * 6 + j) * stride + at..][..L].copy_from_slice(vals);
-        }
-    }
-}
-
-/// `L` channels from `cb` of one 4×4 gradient block: `A δ Aᵀ`, written at `at` of the 36 planes.
-#[inline(always)]
-fn grad_tile<const L: usize>(src: &[[&[f32]; 4]; 4], cb: usize, d: &mut [f32], stride: usize, at: usize) {
-    let mut t = [[[0f32; L]; 6]; 4]; // t[col][row]
-    for (c, t) in t.iter_mut().enumerate() {
-        let col: [[f32; L]; 4] = std::array::from_fn(|r| src[r][c][cb..cb + L].try_into().unwrap());
-        *t = a(&col);
-    }
-    for i in 0..6 {
-        let row: [[f32; L]; 4] = std::array::from_fn(|c| t[c][i]);
-        for (j, vals) in a(&row).iter().enumerate() {
-            d[(i * 6 + j) * stride + at..][..L].copy_from_slice(vals);
         }
     }
 }
