@@ -64,7 +64,6 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
 /// within microseconds, and waking it costs more than the half it would compute (measured on this
 /// 2-core VM: a 40 µs product split in two took 22 µs back to back, 53 µs with 50 µs of other work
 /// between the splits; from a thread outside the pool every hand-off costs about 20 µs).
-#[cfg(not(feature = "cuda"))]
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     if rayon::current_thread_index().is_some() {
@@ -93,12 +92,6 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         let _done = Done(&done);
         f()
     })
-}
-
-/// With the `cuda` feature the work runs on the GPU: `f` runs here.
-#[cfg(feature = "cuda")]
-pub(crate) fn on_pool<R>(f: impl FnOnce() -> R) -> R {
-    f()
 }
 
 /// A buffer of `f32` borrowed from a process-wide pool and returned to it when dropped. The kernels
