@@ -1,10 +1,11 @@
 //! Stride-1 `K×K` convolution + ReLU + max-pool on NHWC images, forward and backward: im2col and one
 //! matrix product per chunk of images (or Winograd F(4×4, 3×3), see [`super::winograd`]), then the
-//! fused pooling of [`super::pool`]. Groups of a fixed number of images, spread over the cores.
+//! fused pooling of [`super::pool`]; images of one channel go to [`super::direct`] instead. Groups of a
+//! fixed number of images, spread over the cores.
 
 use rayon::prelude::*;
 
-use super::matmul::{add_column_sums, matmul_on};
+use super::matmul::{add_column_sums, matmul_serial};
 use super::pool::{relu_max_pool, relu_max_pool_backward};
 use super::winograd::{self, flip_kernel, plane_stride, transform_kernel, Tiling, PLANES};
 use super::{direct, simd, Buf};
@@ -119,7 +120,7 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
 }
 
 /// Winograd F(4×4, 3×3) is used for 3×3 convolutions with one pixel of padding and several input
-/// channels (with one, as in the first layer, the matrix products would be too thin to gain).
+/// channels (with one, as in the first layer, [`direct`] computes the convolution without products).
 fn winograd_applies(g: &ConvGeom) -> bool {
     g.k == 3 && g.p == 1 && g.cin >= 2
 }
@@ -199,7 +200,7 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
                         for (c, xi) in cols.chunks_exact_mut(pix * patch).zip(xs.chunks_exact(in_len)) {
                             im2col(g, xi, c);
                         }
-                        matmul_on(false, m * pix, patch, cout, cols, false, kernel, false, pre, false);
+                        matmul_serial(m * pix, patch, cout, cols, false, kernel, false, pre, false);
                     }
                 }
                 for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
@@ -265,10 +266,10 @@ pub(crate) fn conv_relu_pool_backward(
             add_column_sums(&grad_pre, &mut gb);
             if !wino {
                 let mut gk = vec![0f32; patch * cout];
-                matmul_on(false, patch, n * pix, cout, cols, true, &grad_pre, false, &mut gk, false);
+                matmul_serial(patch, n * pix, cout, cols, true, &grad_pre, false, &mut gk, false);
                 if let Some(dx) = dx.as_deref_mut() {
                     let mut grad_cols = Buf::dirty(n * pix * patch);
-                    matmul_on(false, n * pix, cout, patch, &grad_pre, false, kernel, true, &mut grad_cols, false);
+                    matmul_serial(n * pix, cout, patch, &grad_pre, false, kernel, true, &mut grad_cols, false);
                     for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
                         col2im_add(g, c, d);
                     }
@@ -394,7 +395,7 @@ mod timing {
                     time("  transform_grad ×8", 20, || (0..8).for_each(|_| winograd::transform_grad(tl, g.cout, 8, &x, &mut d, ds)));
                     time("  transform_output ×8", 20, || (0..8).for_each(|_| winograd::transform_output(tl, g.cout, 8, &d, ds, &mut gx, false)));
                     time("  36 products ×8", 20, || (0..8).for_each(|_| for p in 0..PLANES {
-                        matmul_on(false, t, g.cin, g.cout, &v[p * vs..][..t * g.cin], false, &u[p * g.cin * g.cout..][..g.cin * g.cout], false, &mut d[p * ds..][..t * g.cout], false);
+                        matmul_serial(t, g.cin, g.cout, &v[p * vs..][..t * g.cin], false, &u[p * g.cin * g.cout..][..g.cin * g.cout], false, &mut d[p * ds..][..t * g.cout], false);
                     }));
                 }
             }

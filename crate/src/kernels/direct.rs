@@ -119,15 +119,19 @@ fn forward_block<const L: usize>(g: &ConvGeom, xp: &[f32], kernel: &[f32], bias:
 /// 16 channels are written with its intrinsics; the portable loop handles the rest.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(g: &ConvGeom, padded: &[f32], sel: &[u8], grad_out: &[f32], kernel: &[f32], grad_kernel: &mut [f32], grad_bias: &mut [f32], grad_padded: Option<&mut [f32]>) {
-    let mut from = 0;
+    // Channels below `from` are done with AVX-512.
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    let from = if std::is_x86_feature_detected!("avx512f") {
         for cb in (0..g.cout / 16 * 16).step_by(16) {
             // SAFETY: the CPU has AVX-512F; the function checks its slices' lengths.
             unsafe { avx512::backward_block(g, padded, sel, grad_out, cb, grad_kernel, grad_bias) };
         }
-        from = g.cout / 16 * 16;
-    }
+        g.cout / 16 * 16
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let from = 0;
     backward_portable(g, padded, sel, grad_out, from, grad_kernel, grad_bias);
     if let Some(gx) = grad_padded {
         input_gradient(g, sel, grad_out, kernel, gx);
@@ -250,6 +254,35 @@ pub(crate) fn unpad_add(g: &ConvGeom, grad_padded: &[f32], grad_x: &mut [f32]) {
             for (d, s) in dst[r * g.w..][..g.w].iter_mut().zip(&src[(r + g.p) * wp + g.p..][..g.w]) {
                 *d += s;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::seq;
+
+    /// The portable backward over all channels gives the gradients [`backward`] gives (with AVX-512,
+    /// where the CPU has it, for blocks of 16): on such a CPU the portable loop otherwise only ever
+    /// sees the leftover channels.
+    #[test]
+    fn portable_backward_matches_backward() {
+        let g = ConvGeom { h: 9, w: 10, cin: 1, cout: 35, k: 3, p: 1, pool: 2 };
+        let n = 3;
+        let mut padded = vec![0f32; n * padded_len(&g)];
+        pad(&g, &seq(n * g.h * g.w, 1), &mut padded);
+        let (kernel, bias) = (seq(9 * g.cout, 2), seq(g.cout, 3));
+        let (mut out, mut sel) = (vec![0f32; n * g.out_len()], vec![0u8; n * g.out_len()]);
+        forward(&g, &padded, &kernel, &bias, &mut out, Some(&mut sel));
+        assert!(sel.contains(&NONE) && sel.contains(&3), "both ReLU outcomes and all positions occur");
+        let grad_out = seq(out.len(), 4);
+        let (mut gk1, mut gb1) = (vec![0.5f32; kernel.len()], vec![0.5f32; g.cout]);
+        backward(&g, &padded, &sel, &grad_out, &kernel, &mut gk1, &mut gb1, None);
+        let (mut gk2, mut gb2) = (vec![0.5f32; kernel.len()], vec![0.5f32; g.cout]);
+        backward_portable(&g, &padded, &sel, &grad_out, 0, &mut gk2, &mut gb2);
+        for (a, b) in gk1.iter().zip(&gk2).chain(gb1.iter().zip(&gb2)) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
 }

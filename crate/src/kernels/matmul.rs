@@ -54,14 +54,14 @@ pub(crate) enum Split {
     Columns,
 }
 
-/// [`matmul`] on the calling thread only (`parallel = false`) or on all of rayon's threads.
+/// [`matmul`] on the calling thread only (the kernels that spread groups of images over the cores).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_on(parallel: bool, m: usize, k: usize, n: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool, c: &mut [f32], accumulate: bool) {
+pub(crate) fn matmul_serial(m: usize, k: usize, n: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool, c: &mut [f32], accumulate: bool) {
     check(m, k, n, a, b, c);
     let (a, b) = (Operand::new(a, a_t, m, k), Operand::new(b, b_t, k, n));
     // SAFETY: `check` keeps every index the strides produce inside the three slices, and `c` is
     // borrowed mutably, so it does not alias `a` or `b`.
-    unsafe { gemm_raw(parallel, m, k, n, a, b, c.as_mut_ptr(), n, accumulate) }
+    unsafe { gemm_raw(false, m, k, n, a, b, c.as_mut_ptr(), n, accumulate) }
 }
 
 fn check(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &[f32]) {

@@ -18,7 +18,7 @@
 //! tile, so a chunk of tiles of every plane is a row-major matrix the products read directly. The
 //! stride comes from [`plane_stride`].
 
-use super::matmul::matmul_on;
+use super::matmul::matmul_serial;
 use super::{simd, Buf};
 
 /// Positions of a transformed 6×6 tile, each one matrix product.
@@ -61,67 +61,60 @@ const G: [[f32; 3]; 6] = [
     [0.0, 0.0, 1.0],
 ];
 
+/// `Gᵀ` (3×6): the kernel gradient's transform, `Gᵀ M G`.
+const GT: [[f32; 6]; 3] = {
+    let mut t = [[0f32; 6]; 3];
+    let mut r = 0;
+    while r < 6 {
+        let mut a = 0;
+        while a < 3 {
+            t[a][r] = G[r][a];
+            a += 1;
+        }
+        r += 1;
+    }
+    t
+};
+
 /// The transformed kernel `(36, IN, OUT)` of a kernel `(3, 3, IN, OUT)`: `G g Gᵀ` for every channel
-/// pair, rows then columns, over all OUT channels at once.
+/// pair.
 pub(crate) fn transform_kernel(kernel: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     let mut u = vec![0f32; PLANES * cin * cout];
-    let mut t = vec![0f32; 6 * 3 * cout]; // G g: (6, 3, OUT)
-    simd(#[inline(always)] || {
-        for ci in 0..cin {
-            let g = |a: usize, b: usize| &kernel[((a * 3 + b) * cin + ci) * cout..][..cout];
-            t.fill(0.0);
-            for r in 0..6 {
-                for b in 0..3 {
-                    let dst = &mut t[(r * 3 + b) * cout..][..cout];
-                    for a in 0..3 {
-                        let f = G[r][a];
-                        for (d, s) in dst.iter_mut().zip(g(a, b)) {
-                            *d += f * s;
-                        }
-                    }
-                }
-            }
-            for r in 0..6 {
-                for c in 0..6 {
-                    let dst = &mut u[((r * 6 + c) * cin + ci) * cout..][..cout];
-                    for b in 0..3 {
-                        let f = G[c][b];
-                        for (d, s) in dst.iter_mut().zip(&t[(r * 3 + b) * cout..][..cout]) {
-                            *d += s * f;
-                        }
-                    }
-                }
-            }
-        }
-    });
+    add_sandwich(&G, kernel, cin, cout, &mut u);
     u
 }
 
 /// Adds `Gᵀ M G` of the planes `m` `(36, IN, OUT)` (sums of `(Bᵀ d B) ⊙ (A δ Aᵀ)`) to the kernel
 /// gradient `(3, 3, IN, OUT)`: the adjoint of [`transform_kernel`].
 pub(crate) fn add_kernel_gradient(m: &[f32], cin: usize, cout: usize, grad_kernel: &mut [f32]) {
-    let mut t = vec![0f32; 3 * 6 * cout]; // Gᵀ M: (3, 6, OUT)
+    add_sandwich(&GT, m, cin, cout, grad_kernel);
+}
+
+/// `dst += T src Tᵀ` for every channel pair: `src` holds `I×I` positions and `dst` `O×O`, each an
+/// `(IN, OUT)` matrix. Rows then columns, over all OUT channels at once (vectorised).
+fn add_sandwich<const I: usize, const O: usize>(t: &[[f32; I]; O], src: &[f32], cin: usize, cout: usize, dst: &mut [f32]) {
+    let mut rows = vec![0f32; O * I * cout]; // T src: (O, I, OUT)
     simd(#[inline(always)] || {
         for ci in 0..cin {
-            let mm = |r: usize, c: usize| &m[((r * 6 + c) * cin + ci) * cout..][..cout];
-            t.fill(0.0);
-            for a in 0..3 {
-                for c in 0..6 {
-                    let dst = &mut t[(a * 6 + c) * cout..][..cout];
-                    for r in 0..6 {
-                        let f = G[r][a];
-                        for (d, s) in dst.iter_mut().zip(mm(r, c)) {
+            let s = |a: usize, b: usize| &src[((a * I + b) * cin + ci) * cout..][..cout];
+            rows.fill(0.0);
+            for r in 0..O {
+                for b in 0..I {
+                    let d = &mut rows[(r * I + b) * cout..][..cout];
+                    for a in 0..I {
+                        let f = t[r][a];
+                        for (d, s) in d.iter_mut().zip(s(a, b)) {
                             *d += f * s;
                         }
                     }
                 }
             }
-            for a in 0..3 {
-                for b in 0..3 {
-                    let dst = &mut grad_kernel[((a * 3 + b) * cin + ci) * cout..][..cout];
-                    for c in 0..6 {
-                        let f = G[c][b];
-                        for (d, s) in dst.iter_mut().zip(&t[(a * 6 + c) * cout..][..cout]) {
+            for r in 0..O {
+                for c in 0..O {
+                    let d = &mut dst[((r * O + c) * cin + ci) * cout..][..cout];
+                    for b in 0..I {
+                        let f = t[c][b];
+                        for (d, s) in d.iter_mut().zip(&rows[(r * I + b) * cout..][..cout]) {
                             *d += s * f;
                         }
                     }
@@ -167,7 +160,7 @@ pub(crate) fn conv_planes(tl: Tiling, cin: usize, cout: usize, m: usize, v: &[f3
     let mut mm = Buf::dirty(PLANES * mm_stride);
     for p in 0..PLANES {
         let (a, b) = (&v[p * stride..][..tiles * cin], &u[p * cin * cout..][..cin * cout]);
-        matmul_on(false, tiles, cin, cout, a, false, b, false, &mut mm[p * mm_stride..][..tiles * cout], false);
+        matmul_serial(tiles, cin, cout, a, false, b, false, &mut mm[p * mm_stride..][..tiles * cout], false);
     }
     transform_output(tl, cout, m, &mm, mm_stride, out, accumulate);
 }
@@ -179,7 +172,7 @@ pub(crate) fn conv_planes(tl: Tiling, cin: usize, cout: usize, m: usize, v: &[f3
 pub(crate) fn kernel_gradient_planes(tiles: usize, cin: usize, cout: usize, v: &[f32], v_stride: usize, d: &[f32], d_stride: usize, acc: &mut [f32]) {
     for p in 0..PLANES {
         let (a, b) = (&v[p * v_stride..][..tiles * cin], &d[p * d_stride..][..tiles * cout]);
-        matmul_on(false, cin, tiles, cout, a, true, b, false, &mut acc[p * cin * cout..][..cin * cout], true);
+        matmul_serial(cin, tiles, cout, a, true, b, false, &mut acc[p * cin * cout..][..cin * cout], true);
     }
 }
 

@@ -397,9 +397,10 @@ impl<const I: usize, const O: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B
 /// those of [`Conv2d`] (kernel `(K, K, IN, OUT)`, bias `(OUT,)`).
 ///
 /// On the CPU the three steps run as one kernel per group of images and core: the convolution (Winograd
-/// F(2×2, 3×3) for 3×3 "same" kernels over several channels, otherwise im2col + one matrix product), then
-/// bias, ReLU and pooling in one pass; backward finds each window's maximum again. With the `cuda`
-/// feature it is `MaxPool2d(relu(Conv2d(x)))` from dfdx ops.
+/// F(4×4, 3×3) for 3×3 "same" kernels over several channels, otherwise im2col + one matrix product), then
+/// bias, ReLU and pooling in one pass; backward finds each window's maximum again. A 3×3 kernel over one
+/// input channel is computed directly, window by window, and keeps the position of each maximum. With
+/// the `cuda` feature it is `MaxPool2d(relu(Conv2d(x)))` from dfdx ops.
 #[derive(Debug, Clone)]
 pub struct ConvReluPool<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E: Dtype, D: Storage<E>> {
     /// Shape `(K, K, IN, OUT)`.
