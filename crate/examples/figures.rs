@@ -26,14 +26,15 @@ fn main() -> fashion::Result<()> {
     let mut linear = Model::<LinearArch>::new(42)?;
     linear.verbosity = Verbosity::Silent;
     linear.compile(Adam::default());
-    let quiet = |epochs| FitOptions { epochs, validation_split: 0.2, verbose: Verbosity::Silent, ..Default::default() };
+    let quiet = |epochs| FitOptions { epochs, validation_split: 0.2, ..Default::default() };
     linear.fit(&x, &data.train.labels, quiet(3))?;
-    let w = Array2::from_shape_vec((10, 784), linear.network().1.weight.as_vec()).map_err(|e| fashion::Error::InvalidArgument(e.to_string()))?;
+    let w = Array2::from_shape_vec((10, 784), linear.network().1.weight.as_vec())?;
     plot::weight_images(&w)?.save(format!("{out}/weights.png"))?;
     let mut sweep = Spread::default();
     for lr in [3e-4, 1e-3, 3e-3] {
         for seed in [1, 2] {
             let mut m = Model::<MlpArch>::new(seed)?;
+            m.verbosity = Verbosity::Silent;
             m.compile(Adam { learning_rate: lr });
             let h = m.fit(&x, &data.train.labels, quiet(2))?;
             sweep.add("128 hidden", lr, h.last().and_then(|e| e.val_accuracy).unwrap_or(0.0));

@@ -113,21 +113,42 @@ pub enum Error {
     #[error("download of {url} failed: {reason}. Fix: check the network or set FASHION_MNIST_URL to a mirror")]
     Download { url: String, reason: String },
 
-    /// A caller passed an argument that cannot work (batch size 0, a subset larger than the data, …).
+    /// A caller passed an argument that cannot work (images of the wrong shape, an index past the
+    /// data, …); the message says which and what would work.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// A setting of `fit` or of an optimizer that cannot work (`epochs: 0`, a negative learning rate, …).
+    #[error("{setting}: {reason}")]
+    Setting { setting: &'static str, reason: String },
+
+    /// `fit` before `compile`.
+    #[error("the model has no optimizer yet. Fix: call model.compile(Adam::default()) (or another optimizer) before fit()")]
+    NotCompiled,
+
+    /// A label that is not one of the ten classes, in labels given to `fit`, `evaluate` or a metric.
+    #[error("label {label} at index {index} is not a class. Fix: labels are the class numbers 0..=9 (CLASS_NAMES)")]
+    Label { index: usize, label: u8 },
+
+    /// A file this crate wrote (a run's `run.json` or `history.csv`) that no longer reads.
+    #[error("{path} is damaged: {reason}. Fix: delete the run's folder and log the run again")]
+    Corrupt { path: PathBuf, reason: String },
+
+    /// Arrays whose shapes do not fit together.
+    #[error("array shape: {0}")]
+    Shape(#[from] ndarray::ShapeError),
 
     /// The loss became NaN or infinite while fitting.
     #[error(
         "loss became {loss} at epoch {epoch}, batch {batch}: training diverged. \
-         Fix: lower the learning rate (e.g. --lr 1e-4) or check that the images are normalized to [0, 1]"
+         Fix: lower the learning rate (e.g. Adam {{ learning_rate: 1e-4 }}) or check that the images are normalized to [0, 1]"
     )]
     NonFiniteLoss { epoch: usize, batch: usize, loss: f32 },
 
     /// A weights file that does not fit the model it is loaded into.
     #[error(
         "{path}: these weights do not fit the `{model}` model: {reason}. \
-         Fix: load them into the network type they were trained with (`--model` in the terminal)"
+         Fix: load them into the network type they were trained with"
     )]
     WeightsMismatch {
         path: PathBuf,
@@ -144,8 +165,11 @@ pub enum Error {
     Plot(String),
 
     /// The compute device reported an error (out of memory, CUDA failure, …).
-    #[error("device error: {0}")]
-    Device(String),
+    #[error("the compute device failed: {source}. Fix: a smaller batch_size if memory ran out")]
+    Device {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// A network type whose layers do not fit the images (a shape the compiler cannot check, such as
     /// the `N` of `Flatten<N>`).

@@ -7,7 +7,7 @@
 //! | import and preprocess the data | [`data`] |
 //! | build the model (typed shapes) | [`model`] |
 //! | compile, fit, evaluate, predict | [`train`] |
-//! | the CPU kernels the layers run on | `kernels` (internal) |
+//! | the CPU kernels the layers run on | the `fashion_kernels` crate (`crate/kernels`) |
 //! | confusion matrix, per-class metrics | [`metrics`] |
 //! | figures | [`plot`] |
 //! | inline display in Jupyter (evcxr) | [`display`] |
@@ -18,9 +18,6 @@ pub mod data;
 pub mod display;
 pub mod error;
 pub mod files;
-pub mod json;
-#[cfg(not(feature = "cuda"))]
-mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -11,11 +11,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use fashion::data::{self, shape_str, CLASS_NAMES};
 use fashion::model::{Arch, Network, WithNetwork};
 use fashion::train::{Adam, FitOptions, Model, Optimizer, RunLog, Sgd};
-use fashion::{plot, Result};
+use fashion::{plot, Error, Result};
 
 #[derive(Parser)]
 #[command(name = "fashion", version, about = "Classify Fashion-MNIST clothing images with dfdx")]
@@ -31,15 +31,14 @@ struct TrainArgs {
     model: Arch,
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Images per gradient step (default: 64 for cnn, 32 for the others).
+    /// Images per gradient step (Keras' default; the README's CNN runs use 64).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Learning rate (default: the optimizer's, 1e-3 for adam and 0.01 for sgd, as in Keras).
     #[arg(long)]
-    batch_size: Option<usize>,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    /// adam or sgd.
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    lr: Option<f64>,
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adam)]
+    optimizer: OptimizerName,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Train on the first N training images only (quick runs).
@@ -53,6 +52,14 @@ struct TrainArgs {
     /// lists the runs of its parent folder).
     #[arg(long, default_value = "runs/model")]
     out: PathBuf,
+}
+
+/// The optimizers `--optimizer` names.
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerName {
+    Adam,
+    /// Plain SGD (no momentum).
+    Sgd,
 }
 
 #[derive(Subcommand)]
@@ -106,8 +113,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(hint) = terminal_hint(&e) {
+                eprintln!("In the terminal: {hint}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The command's flags for a fix the library's message gives in library terms.
+fn terminal_hint(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::NonFiniteLoss { .. } => Some("a lower --lr, e.g. --lr 1e-4"),
+        Error::WeightsMismatch { .. } => Some("give the --model the weights were trained with"),
+        Error::Setting { setting: "batch_size", .. } => Some("a smaller --batch-size"),
+        _ => None,
     }
 }
 
@@ -133,16 +153,15 @@ fn run(cli: Cli) -> Result<()> {
             if runs.is_empty() {
                 println!("no runs in {} (train with --out {}/NAME)", dir.display(), dir.display());
             }
-            let text = |r: &fashion::runs::Run, k: &str| r.get(k).map(|v| v.text()).unwrap_or_default();
-            let num = |r: &fashion::runs::Run, k: &str| r.get(k).and_then(|v| v.as_f64()).map(|x| format!("{x:.4}")).unwrap_or_default();
+            let num = |x: Option<f64>| x.map(|x| format!("{x:.4}")).unwrap_or_default();
             if !runs.is_empty() {
                 println!("{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}", "name", "created (UTC)", "model", "epochs", "lr", "loss", "accuracy", "val_loss", "val_acc");
             }
-            for r in &runs {
+            for fashion::runs::Run { name, record: r, .. } in &runs {
                 println!(
                     "{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}",
-                    r.name, text(r, "created_utc"), text(r, "model"), text(r, "epochs_run"), text(r, "learning_rate"),
-                    num(r, "loss"), num(r, "accuracy"), num(r, "val_loss"), num(r, "val_accuracy")
+                    name, r.created_utc, r.model, r.epochs_run, r.learning_rate,
+                    num(r.loss), num(r.accuracy), num(r.val_loss), num(r.val_accuracy)
                 );
             }
         }
@@ -155,15 +174,14 @@ fn run(cli: Cli) -> Result<()> {
 impl WithNetwork for TrainArgs {
     type Output = Result<()>;
     fn run<N: Network>(self, arch: Arch) -> Result<()> {
-        let optimizer: Optimizer = match self.optimizer.as_str() {
-            "adam" => Adam { learning_rate: self.lr }.into(),
-            "sgd" => Sgd { learning_rate: self.lr, momentum: 0.0 }.into(),
-            other => return Err(fashion::Error::InvalidArgument(format!("unknown optimizer `{other}`: adam or sgd"))),
+        let optimizer: Optimizer = match self.optimizer {
+            OptimizerName::Adam => Adam { learning_rate: self.lr.unwrap_or(Adam::default().learning_rate) }.into(),
+            OptimizerName::Sgd => Sgd { learning_rate: self.lr.unwrap_or(Sgd::default().learning_rate), ..Sgd::default() }.into(),
         };
         let d = data::load_data()?;
         println!("Data: {}", d.source.display());
         if let Some(n) = self.train_subset.filter(|&n| n == 0 || n > d.train.len()) {
-            return Err(fashion::Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "--train-subset {n}: choose between 1 and the {} training images",
                 d.train.len()
             )));
@@ -176,7 +194,7 @@ impl WithNetwork for TrainArgs {
         let (tx, ty) = (d.test.normalized(), &d.test.labels);
         let out = self.out;
         let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
-            return Err(fashion::Error::InvalidArgument(format!("--out {}: give a folder such as runs/mlp", out.display())));
+            return Err(Error::InvalidArgument(format!("--out {}: give a folder such as runs/mlp", out.display())));
         };
         let mut run = RunLog::new(parent, name.to_string_lossy()).with_weights();
         if let Some(n) = self.train_subset {
@@ -187,7 +205,7 @@ impl WithNetwork for TrainArgs {
         m.compile(optimizer);
         let options = FitOptions {
             epochs: self.epochs,
-            batch_size: self.batch_size.unwrap_or(arch.batch_size()),
+            batch_size: self.batch_size,
             validation_split: self.validation_split,
             run: Some(run),
             ..Default::default()
@@ -236,7 +254,7 @@ impl WithNetwork for Predict {
     fn run<N: Network>(self, arch: Arch) -> Result<()> {
         let (d, index) = (data::load_data()?, self.index);
         if index >= d.test.len() {
-            return Err(fashion::Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "--index {index} is past the {} test images",
                 d.test.len()
             )));

@@ -6,7 +6,7 @@ use polars::prelude::*;
 
 use crate::data::{CLASS_NAMES, NUM_CLASSES};
 use crate::error::{Error, Result};
-use crate::train::{argmax, EpochLog, History};
+use crate::train::{EpochLog, History};
 
 /// Counts of (true class, predicted class) pairs: `counts[[t, p]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +24,10 @@ impl ConfusionMatrix {
                 predicted.len()
             )));
         }
+        crate::data::check_labels(&labels.to_vec())?;
+        crate::data::check_labels(&predicted.to_vec())?;
         let mut counts = Array2::zeros((NUM_CLASSES, NUM_CLASSES));
         for (&t, &p) in labels.iter().zip(predicted) {
-            if t as usize >= NUM_CLASSES || p as usize >= NUM_CLASSES {
-                return Err(Error::InvalidArgument(format!("class {} is not in 0..=9", t.max(p))));
-            }
             counts[[t as usize, p as usize]] += 1;
         }
         Ok(ConfusionMatrix { counts })
@@ -96,10 +95,7 @@ pub fn predicted_classes(probs: &Array2<f32>) -> Result<Array1<u8>> {
     if probs.ncols() != NUM_CLASSES {
         return Err(Error::InvalidArgument(format!("expected (n, 10) scores, got {:?}", probs.shape())));
     }
-    Ok(probs
-        .outer_iter()
-        .map(|r| argmax(&r.iter().cloned().collect::<Vec<_>>()) as u8)
-        .collect())
+    Ok(crate::train::step::classes(probs))
 }
 
 /// Indices of the wrong predictions, most confident first: `(index, predicted, probability)`.

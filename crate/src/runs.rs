@@ -12,30 +12,35 @@
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::json::{self, Value};
-use crate::train::History;
+use crate::train::{History, RunRecord};
 
-/// One logged run: its folder, its parameters and final metrics (`run.json`), its history.
+/// One logged run: its folder, its settings and final metrics (`run.json`), its history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub name: String,
     pub dir: PathBuf,
-    /// Everything `run.json` holds, in its order.
-    pub params: Vec<(String, Value)>,
+    pub record: RunRecord,
     pub history: History,
 }
 
 impl Run {
-    /// A value of `run.json`.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// Seconds since 1970 when the run ended.
-    pub fn created(&self) -> f64 {
-        self.get("created").and_then(Value::as_f64).unwrap_or(0.0)
+    /// Every field of `run.json` by name — the run's own parameters ([`RunLog::param`]) among them, in
+    /// place of `params` — in the record's order.
+    ///
+    /// [`RunLog::param`]: crate::train::RunLog::param
+    pub fn fields(&self) -> Vec<(String, Value)> {
+        let Ok(Value::Object(map)) = serde_json::to_value(&self.record) else { return Vec::new() };
+        let mut fields = Vec::new();
+        for (k, v) in map {
+            match (k.as_str(), v) {
+                ("params", Value::Object(own)) => fields.extend(own),
+                (_, v) => fields.push((k, v)),
+            }
+        }
+        fields
     }
 }
 
@@ -43,13 +48,12 @@ impl Run {
 pub fn load(dir: impl AsRef<Path>) -> Result<Run> {
     let dir = dir.as_ref();
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| Error::io(dir.join(f), e));
-    let params = json::parse_object(&read("run.json")?)?;
-    let mut history = History::from_csv(&read("history.csv")?)?;
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    history.best_epoch = get("best_epoch").and_then(|v| v.as_f64()).map(|e| e as usize);
-    history.stopped_early = get("stopped_early") == Some(Value::Bool(true));
+    let record = RunRecord::from_json(&read("run.json")?, &dir.join("run.json"))?;
+    let mut history = History::from_csv(&read("history.csv")?, &dir.join("history.csv"))?;
+    history.best_epoch = record.best_epoch;
+    history.stopped_early = record.stopped_early;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Run { name, dir: dir.to_path_buf(), params, history })
+    Ok(Run { name, dir: dir.to_path_buf(), record, history })
 }
 
 /// Every complete run in `root`, newest first. Folders without `run.json` — runs still going, or
@@ -69,42 +73,37 @@ pub fn load_all(root: impl AsRef<Path>) -> Result<Vec<Run>> {
             runs.push(load(&path)?);
         }
     }
-    runs.sort_by(|a, b| b.created().total_cmp(&a.created()).then_with(|| a.name.cmp(&b.name)));
+    runs.sort_by(|a, b| b.record.created_ms.cmp(&a.record.created_ms).then_with(|| a.name.cmp(&b.name)));
     Ok(runs)
 }
 
-/// The columns of [`table`], in order; the parameters a run recorded itself (`RunLog::param`) go
-/// between the settings and the results.
-pub const COLUMNS: [&str; 16] = [
-    "name", "created_utc", "model", "network", "epochs_run", "batch_size", "optimizer", "learning_rate", "seed",
-    "validation_split", "loss", "accuracy", "val_loss", "val_accuracy", "best_epoch", "seconds",
-];
+/// The settings [`table`] shows before the runs' own parameters, and the results after them.
+const SETTINGS: [&str; 10] =
+    ["name", "created_utc", "model", "network", "epochs_run", "batch_size", "optimizer", "learning_rate", "seed", "validation_split"];
+const RESULTS: [&str; 6] = ["loss", "accuracy", "val_loss", "val_accuracy", "best_epoch", "seconds"];
 
-/// Every run in `root` as a table, newest first: [`COLUMNS`] plus the parameters the runs recorded
-/// (empty where a run lacks one). [`frame`] of [`load_all`] gives every key of `run.json`.
+/// Every run in `root` as a table, newest first: the main settings, the parameters the runs recorded
+/// themselves (empty where a run lacks one), the results. [`frame`] of [`load_all`] gives every field.
 pub fn table(root: impl AsRef<Path>) -> Result<DataFrame> {
     let runs = load_all(root)?;
-    let mut keys: Vec<&str> = COLUMNS[..10].to_vec();
-    let own: Vec<String> = runs
-        .iter()
-        .flat_map(|r| r.get("own_params").map(Value::text).unwrap_or_default().split(',').map(str::to_string).collect::<Vec<_>>())
-        .filter(|k| !k.is_empty())
-        .collect();
-    for k in &own {
-        if !keys.contains(&k.as_str()) {
-            keys.push(k);
+    let mut keys: Vec<String> = SETTINGS.iter().map(|k| k.to_string()).collect();
+    for r in &runs {
+        for k in r.record.params.keys() {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
         }
     }
-    keys.extend(&COLUMNS[10..]);
+    keys.extend(RESULTS.iter().map(|k| k.to_string()));
     columns(&runs, &keys)
 }
 
-/// The runs as a table with every key of their `run.json` files.
+/// The runs as a table with every field of their `run.json` files.
 pub fn frame(runs: &[Run]) -> Result<DataFrame> {
-    let mut keys: Vec<&str> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     for r in runs {
-        for (k, _) in &r.params {
-            if !keys.contains(&k.as_str()) {
+        for (k, _) in r.fields() {
+            if !keys.contains(&k) {
                 keys.push(k);
             }
         }
@@ -113,25 +112,24 @@ pub fn frame(runs: &[Run]) -> Result<DataFrame> {
 }
 
 /// One column per key: whole numbers as integers, other numbers as floats, anything else as text.
-fn columns(runs: &[Run], keys: &[&str]) -> Result<DataFrame> {
+fn columns(runs: &[Run], keys: &[String]) -> Result<DataFrame> {
+    let fields: Vec<Vec<(String, Value)>> = runs.iter().map(Run::fields).collect();
     let columns: Vec<Column> = keys
         .iter()
-        .map(|&k| {
-            let values: Vec<Option<&Value>> = runs.iter().map(|r| r.get(k).filter(|v| **v != Value::Null)).collect();
-            let nums: Option<Vec<Option<f64>>> = values
-                .iter()
-                .map(|v| match v {
-                    None => Some(None),
-                    Some(Value::Num(x)) => Some(Some(*x)),
-                    Some(_) => None,
-                })
-                .collect();
-            match nums {
-                Some(n) if n.iter().flatten().all(|x| x.fract() == 0.0 && x.abs() < 1e15) => {
-                    Column::new(k.into(), n.iter().map(|x| x.map(|x| x as i64)).collect::<Vec<_>>())
-                }
-                Some(n) => Column::new(k.into(), n),
-                None => Column::new(k.into(), values.iter().map(|v| v.map(Value::text)).collect::<Vec<_>>()),
+        .map(|k| {
+            let values: Vec<Option<&Value>> =
+                fields.iter().map(|f| f.iter().find(|(key, _)| key == k).map(|(_, v)| v).filter(|v| !v.is_null())).collect();
+            let name = k.as_str().into();
+            if values.iter().flatten().all(|v| v.is_u64() || v.is_i64()) {
+                Column::new(name, values.iter().map(|v| v.and_then(Value::as_i64)).collect::<Vec<_>>())
+            } else if values.iter().flatten().all(|v| v.is_number()) {
+                Column::new(name, values.iter().map(|v| v.and_then(Value::as_f64)).collect::<Vec<_>>())
+            } else {
+                let text = |v: &Value| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Column::new(name, values.iter().map(|v| v.map(text)).collect::<Vec<_>>())
             }
         })
         .collect();

@@ -99,7 +99,7 @@ fn put_fixed32(out: &mut Vec<u8>, n: u32, bits: u32) {
     out.extend_from_slice(&bits.to_le_bytes());
 }
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit through a 256-entry table.
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), a byte at a time through a 256-entry table.
 fn crc32c(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut t = [0u32; 256];

@@ -1,7 +1,9 @@
 //! Mini-batches: which samples go together, in which order.
 //!
-//! Shuffling uses its own small generator (SplitMix64 + Fisher–Yates), so that the same seed gives the
-//! same order on every machine and with every version of the `rand` crates.
+//! Shuffling uses the kernels' small generator (SplitMix64 + Fisher–Yates), so that the same seed gives
+//! the same order on every machine and with every version of the `rand` crates.
+
+use fashion_kernels::rng::shuffle;
 
 use crate::error::{Error, Result};
 
@@ -59,10 +61,6 @@ impl Batches {
         self.end.div_ceil(self.batch_size)
     }
 
-    /// The whole visiting order (all samples, including a dropped tail).
-    pub fn order(&self) -> &[usize] {
-        &self.order
-    }
 }
 
 impl Iterator for Batches {
@@ -76,33 +74,6 @@ impl Iterator for Batches {
         let batch = self.order[self.pos..stop].to_vec();
         self.pos = stop;
         Some(batch)
-    }
-}
-
-/// SplitMix64: a tiny, well-mixed 64-bit generator (Steele et al. 2014).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift (bias < n / 2^64, negligible here).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
-
-/// Fisher–Yates shuffle driven by SplitMix64.
-pub(crate) fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut rng = SplitMix64(seed);
-    for i in (1..items.len()).rev() {
-        items.swap(i, rng.below(i + 1));
     }
 }
 

@@ -3,9 +3,9 @@
 //! Each file is written to `NAME.gz.part-<pid>`, then decompressed and checked against the SHA-256 of the
 //! *decompressed* content (Debian recompressed the files, so `.gz` bytes differ between sources while the
 //! content is identical), and only then renamed to `NAME.gz`. A cut-short or damaged download never leaves
-//! a file that a later run would load. One process at a time downloads into a folder (a lock file; a
-//! second one waits, then finds the files there), and part files of processes that are gone — killed,
-//! interrupted with Ctrl-C — are removed by the next download. A server that stalls times out ([`Limits`]), and one that sends
+//! a file that a later run would load. One process at a time downloads into a folder (a file lock the OS
+//! releases when its process ends; a second one waits, then finds the files there), and part files of
+//! processes that are gone — killed, interrupted with Ctrl-C — are removed by the next download. A server that stalls times out ([`Limits`]), and one that sends
 //! more than a compressed file of that content can take is cut off.
 
 use std::io::{IsTerminal, Read, Write};
@@ -88,7 +88,9 @@ pub fn download_from(base_url: &str, dir: &Path, files: &[FileSpec]) -> Result<(
 pub fn download_with(base_url: &str, dir: &Path, files: &[FileSpec], limits: Limits) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let _lock = Lock::acquire(dir)?;
-    remove_stale_parts(dir);
+    // Only the lock's holder writes part files: any other one was left by a process that is gone.
+    let me = std::process::id();
+    remove_parts(dir, |pid| pid != me);
     for spec in files {
         let target = dir.join(format!("{}.gz", spec.name));
         if target.is_file() && verify_file(&target, spec).is_ok() {
@@ -128,86 +130,57 @@ pub fn verify_file(path: &Path, spec: &FileSpec) -> Result<()> {
     Ok(())
 }
 
-/// One download into a folder at a time: `.download.lock` holds the owner's process id. A second
-/// process waits for the first (and then finds the files verified); a lock whose process is gone (killed,
-/// Ctrl-C) is taken over.
-struct Lock(std::path::PathBuf);
+/// One download into a folder at a time: an exclusive lock on `.download.lock` (`File::lock`), which
+/// the OS releases when its process ends however it ends — killed, Ctrl-C — so a dead owner never
+/// blocks the next download. A second process waits for the first (and then finds the files verified).
+/// The file itself stays (removing it would let a waiter lock a file no one else sees).
+struct Lock(#[allow(dead_code)] std::fs::File);
+
+/// How long a download waits for another one into the same folder.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
 
 impl Lock {
     fn acquire(dir: &Path) -> Result<Lock> {
         let path = dir.join(".download.lock");
-        let mut told = false;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let start = std::time::Instant::now();
+        let mut told = false;
         loop {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(std::process::id().to_string().as_bytes()).map_err(|e| Error::io(&path, e))?;
-                    return Ok(Lock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-                    match owner {
-                        Some(pid) if alive(pid) && start.elapsed() < Duration::from_secs(3600) => {
-                            if !told {
-                                eprintln!("waiting for another download into {} (process {pid})…", dir.display());
-                                told = true;
-                            }
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                        Some(pid) if alive(pid) => {
-                            return Err(Error::Download {
-                                url: dir.display().to_string(),
-                                reason: format!("process {pid} has been downloading into this folder for an hour"),
-                            })
-                        }
-                        // Its owner is gone (or it is being written this instant): take it over.
-                        _ => {
-                            std::thread::sleep(Duration::from_millis(50));
-                            let _ = std::fs::remove_file(&path);
-                        }
+            match file.try_lock() {
+                Ok(()) => return Ok(Lock(file)),
+                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                    if !told {
+                        eprintln!("waiting for another download into {}…", dir.display());
+                        told = true;
                     }
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => return Err(Error::io(&path, e)),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Download {
+                        url: dir.display().to_string(),
+                        reason: "another process has been downloading into this folder for an hour".into(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
         }
     }
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Whether process `pid` is running (Linux: it has a `/proc` entry).
-fn alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Removes this process's part files and lock in `dir`: for a program's Ctrl-C handler (the
-/// `fashion` command installs one), so that an interrupted download leaves nothing behind at once.
+/// Removes this process's part files in `dir`: for a program's Ctrl-C handler (the `fashion` command
+/// installs one), so that an interrupted download leaves nothing behind at once.
 pub fn clean_up_interrupted(dir: &Path) {
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for path in entries.flatten().map(|e| e.path()) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let part_of_mine = name.rsplit_once(".gz.part-").is_some_and(|(_, pid)| pid.parse() == Ok(me));
-        let lock_of_mine = name == ".download.lock" && std::fs::read_to_string(&path).is_ok_and(|s| s.trim().parse() == Ok(me));
-        if part_of_mine || lock_of_mine {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
+    remove_parts(dir, |pid| pid == me);
 }
 
-/// Removes the part files left by downloads whose process is gone (killed or interrupted).
-fn remove_stale_parts(dir: &Path) {
+/// Removes the part files of `dir` whose process id `stale` picks.
+fn remove_parts(dir: &Path, stale: impl Fn(u32) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for path in entries.flatten().map(|e| e.path()) {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(pid) = name.rsplit_once(".gz.part-").and_then(|(_, pid)| pid.parse::<u32>().ok()) {
-            if !alive(pid) {
-                let _ = std::fs::remove_file(&path);
-            }
+        if name.rsplit_once(".gz.part-").and_then(|(_, pid)| pid.parse::<u32>().ok()).is_some_and(&stale) {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }
@@ -393,6 +366,7 @@ mod tests {
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".download.lock")
             .collect();
         left.sort();
         assert_eq!(left, vec!["good.gz"]);
@@ -410,17 +384,18 @@ mod tests {
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".download.lock")
             .collect();
         left.sort();
         assert_eq!(left, vec!["good.gz"], "no part left behind");
 
-        // A part file of a process that is gone (pid far above any real one) is removed by the next
-        // download; so is a lock it left.
+        // A part file of a process that is gone is removed by the next download; a lock file it left
+        // is not held by anyone, so it does not block.
         std::fs::write(dir.path().join("good.gz.part-4000000000"), b"half").unwrap();
         std::fs::write(dir.path().join(".download.lock"), b"4000000000").unwrap();
         download_from(&base, dir.path(), &[spec("good")]).unwrap();
         let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert_eq!(left, vec!["good.gz"]);
+        assert_eq!(left.iter().filter(|n| *n != ".download.lock").collect::<Vec<_>>(), vec!["good.gz"]);
     }
 
     /// A second download into the same folder waits for the first, then finds the file verified.
@@ -437,7 +412,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         drop(held);
         assert!(waiter.join().unwrap() >= Duration::from_millis(500), "it waited");
-        assert!(!dir.path().join(".download.lock").exists());
     }
 
     #[test]

@@ -23,11 +23,6 @@ use ndarray::{Array1, Array3, Axis};
 
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 
-/// The crate's small seeded generator (dropout masks, tests).
-#[cfg_attr(feature = "cuda", allow(dead_code))]
-pub(crate) fn batch_rng(seed: u64) -> batch::SplitMix64 {
-    batch::SplitMix64(seed)
-}
 pub use download::{clean_up_interrupted, download, download_from, download_with, FileSpec, Limits, DEFAULT_BASE_URL, FILES};
 
 use crate::error::{Error, Result};
@@ -62,6 +57,14 @@ pub struct Dataset {
     pub labels: Array1<u8>,
 }
 
+/// [`Error::Label`] for the first label that is not a class.
+pub(crate) fn check_labels(labels: &[u8]) -> Result<()> {
+    match labels.iter().position(|&l| l as usize >= NUM_CLASSES) {
+        Some(index) => Err(Error::Label { index, label: labels[index] }),
+        None => Ok(()),
+    }
+}
+
 /// What [`load_data`] returns: both splits and the folder they were read from.
 #[derive(Debug, Clone)]
 pub struct FashionMnist {
@@ -86,9 +89,7 @@ impl Dataset {
                 &images.shape()[1..]
             )));
         }
-        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= NUM_CLASSES) {
-            return Err(Error::InvalidArgument(format!("label {label} at index {index} is not in 0..=9")));
-        }
+        check_labels(labels.as_slice().unwrap_or(&labels.to_vec()))?;
         Ok(Dataset { images, labels })
     }
 
@@ -137,11 +138,6 @@ impl Dataset {
             counts[l as usize] += 1;
         }
         counts
-    }
-
-    /// Iterates over mini-batches of `batch_size` indices; see [`Batches`].
-    pub fn batches(&self, batch_size: usize, order: BatchOrder, last: LastBatch) -> Result<Batches> {
-        Batches::new(self.len(), batch_size, order, last)
     }
 }
 
@@ -258,8 +254,7 @@ fn load_from(env_dir: Option<PathBuf>) -> Result<FashionMnist> {
         None => {
             let target = workspace_data_dir();
             eprintln!("Fashion-MNIST not found locally; downloading into {}", target.display());
-            let base = std::env::var("FASHION_MNIST_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_string());
-            match download_from(&base, &target, &FILES) {
+            match download(&target) {
                 Ok(()) => target,
                 Err(e) => {
                     return Err(Error::DatasetNotFound {
@@ -326,15 +321,10 @@ pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
             n_labels,
         });
     }
-    if let Some((index, &label)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= NUM_CLASSES) {
-        return Err(Error::LabelOutOfRange {
-            path: labels_path.to_path_buf(),
-            index,
-            label,
-        });
+    if let Err(Error::Label { index, label }) = check_labels(&lab.data) {
+        return Err(Error::LabelOutOfRange { path: labels_path.to_path_buf(), index, label });
     }
-    let images = Array3::from_shape_vec((n_images, SIDE, SIDE), img.data)
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let images = Array3::from_shape_vec((n_images, SIDE, SIDE), img.data)?;
     Ok(Dataset {
         images,
         labels: Array1::from_vec(lab.data),

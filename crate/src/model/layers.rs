@@ -1,10 +1,13 @@
-//! Layers that dfdx 0.13 only has behind its `nightly` feature (which no longer builds), written from
-//! operations that work on stable Rust — gather, reshape, matmul, slice, max — so autodiff, the
-//! optimizers and safetensors see them like any dfdx module.
+//! The layers networks are made of, as dfdx modules (so autodiff, the optimizers and safetensors see
+//! them like any other): dfdx 0.13 has `Linear` and `DropoutOneIn` on stable Rust but its convolution
+//! and pooling only behind its `nightly` feature (which no longer builds), and its own `Linear` runs on
+//! dfdx's generic matmul, compiled unoptimised in a notebook cell. The reference `Conv2d` and
+//! `MaxPool2d` are written from operations that work on stable Rust — gather, reshape, matmul, slice,
+//! max.
 //!
 //! The layers a network is made of — [`Flatten`], [`Linear`], [`ReLU`], [`DropoutOneIn`], [`AddChannel`],
 //! [`ConvReluPool`] — run on the CPU through the non-generic operations of [`super::ops`] and the
-//! kernels of [`crate::kernels`] (convolution + ReLU + max-pool in one pass for the CNN's blocks), so a
+//! kernels of the `fashion_kernels` crate (`crate/kernels`) (convolution + ReLU + max-pool in one pass for the CNN's blocks), so a
 //! network type written in a notebook cell trains at full speed. Their results are tested against dfdx's
 //! `Linear` and against `(Conv2d, ReLU, MaxPool2d)` built from dfdx ops, themselves tested against
 //! naive references. With the `cuda` feature they are dfdx operations.
@@ -190,27 +193,10 @@ where
     type To<E2: Dtype, D2: Device<E2>> = Conv2d<IN, OUT, K, P, E2, D2>;
 
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        // PyTorch's default (also dfdx's Conv2D): uniform in ±1/sqrt(fan_in).
         visitor.visit_fields(
             (
-                Self::tensor(
-                    "weight",
-                    |s| &s.weight,
-                    |s| &mut s.weight,
-                    TensorOptions::reset_with(|t| {
-                        let b = E::ONE / E::from_usize(IN * K * K).unwrap().sqrt();
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
-                ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::reset_with(|t| {
-                        let b = E::ONE / E::from_usize(IN * K * K).unwrap().sqrt();
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
-                ),
+                Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, keras_init()),
+                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, keras_init()),
             ),
             |(weight, bias)| Conv2d { weight, bias },
         )
@@ -384,7 +370,7 @@ impl<const I: usize, const O: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B
         let (x, mut tape) = x.split_tape();
         let b = x.shape().0;
         let (w, bias) = (flat(self.weight.clone()), flat(self.bias.clone()));
-        let (y, backward) = ops::linear(flat(x), b.size(), I, O, w, bias, T::OWNS_TAPE, !self.input_is_data)?;
+        let (y, backward) = ops::linear(flat(x), (b.size(), I, O), w, bias, ops::Grads::of(T::OWNS_TAPE, self.input_is_data))?;
         if let Some(backward) = backward {
             tape.add_backward_op(backward);
         }
@@ -455,13 +441,13 @@ where
     /// # Shapes
     /// `(B, H, W, IN)` → `(B, (H+2P-K+1)/POOL, (W+2P-K+1)/POOL, OUT)`.
     fn try_forward(&self, x: Tensor<(B, H, W, Const<IN>), f32, Cpu, T>) -> Result<Self::Output, CpuError> {
-        use crate::kernels::conv::ConvGeom;
+        use fashion_kernels::conv::ConvGeom;
         let (x, mut tape) = x.split_tape();
         let (b, h, w, _) = *x.shape();
         let g = ConvGeom { h: h.size(), w: w.size(), cin: IN, cout: OUT, k: K, p: P, pool: POOL };
         let (hp, wp) = g.out_hw();
         let (kernel, bias) = (flat(self.weight.clone()), flat(self.bias.clone()));
-        let (y, backward) = ops::conv_relu_pool(flat(x), g, b.size(), kernel, bias, T::OWNS_TAPE, !self.input_is_data)?;
+        let (y, backward) = ops::conv_relu_pool(flat(x), (g, b.size()), kernel, bias, ops::Grads::of(T::OWNS_TAPE, self.input_is_data))?;
         if let Some(backward) = backward {
             tape.add_backward_op(backward);
         }

@@ -35,8 +35,6 @@ pub type Dev = AutoDevice;
 pub type Images<T = NoneTape> = Tensor<(usize, Const<28>, Const<28>), f32, Dev, T>;
 /// The models' output: one logit per class, `(batch, 10)`.
 pub type Logits<T = NoneTape> = Tensor<(usize, Const<10>), f32, Dev, T>;
-/// The built (parameter-holding) model of a network type.
-pub type Built<N> = <N as BuildOnDevice<Dev, f32>>::Built;
 
 /// Linear classifier (softmax regression): 784 → 10. 7,850 parameters.
 pub type LinearArch = (Flatten<784>, Linear<784, 10>);
@@ -137,7 +135,7 @@ pub fn short_type_name<T: ?Sized>() -> String {
     out
 }
 
-/// The guide's four networks by name, for the command line and the benchmark.
+/// The guide's five networks by name, for the command line and the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
     Linear,
@@ -178,15 +176,6 @@ impl Arch {
             Arch::Cnn => job.run::<CnnArch>(self),
         }
     }
-
-    /// The batch size the guide trains this network with (the CNN: 64, the others: Keras' 32).
-    pub fn batch_size(self) -> usize {
-        if self == Arch::Cnn {
-            64
-        } else {
-            32
-        }
-    }
 }
 
 impl fmt::Display for Arch {
@@ -212,7 +201,8 @@ impl FromStr for Arch {
 }
 
 /// Re-initialises a model as Keras does (with the `cuda` feature: there `Linear` is dfdx's, whose own
-/// initialisation differs; on the CPU every layer is built this way already): weights Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))`,
+/// initialisation differs; on the CPU every layer of this crate is built this way already): weights
+/// Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))`,
 /// biases zero. Dense weights are stored `(out, in)`; convolution kernels `(K, K, in, out)`, whose fans
 /// are `K·K·in` and `K·K·out`. Draws from the device's seeded generator, so the seed still decides.
 #[cfg(feature = "cuda")]

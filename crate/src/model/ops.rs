@@ -1,5 +1,5 @@
 //! The layers' CPU operations as dfdx operations. Each takes flat (`(usize,)`-shaped) `f32` tensors, runs
-//! its kernel from [`crate::kernels`] and returns the output plus, when training, the backward step to
+//! its kernel from the `fashion_kernels` crate and returns the output plus, when training, the backward step to
 //! record on the tape. The gradients are keyed by tensor id, and a contiguous reshape keeps the id, so the
 //! typed layers reshape to flat tensors and back for free.
 //!
@@ -10,9 +10,10 @@
 
 use dfdx::prelude::*;
 
-use crate::kernels::conv::{conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom};
-use crate::kernels::elementwise;
-use crate::kernels::matmul::{add_column_sums, matmul, Split};
+use fashion_kernels::conv::{conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom, ConvGrads};
+use fashion_kernels::elementwise;
+use fashion_kernels::matmul::{add_column_sums, matmul, Mat, Split, Store};
+use fashion_kernels::Pass;
 
 /// A tensor's values, whatever its shape.
 pub(crate) type Flat = Tensor<(usize,), f32, Cpu>;
@@ -44,46 +45,68 @@ fn put(grads: &mut Gradients<f32, Cpu>, t: &Flat, g: Vec<f32>) -> Result<(), Cpu
     Ok(())
 }
 
-/// `y = x·Wᵀ + b` for `n` rows of `i` values; `weight` is `(o, i)`. Without `input_grad` backward skips
-/// the gradient of `x` (a network's first layer: its input is the data).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn linear(x: Flat, n: usize, i: usize, o: usize, weight: Flat, bias: Flat, train: bool, input_grad: bool) -> Result<(Flat, Option<Backward>), CpuError> {
+/// Which gradients a layer's backward step computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grads {
+    /// None: inference, no tape.
+    None,
+    /// The parameters' only: the layer's input is the data (a network's first layer).
+    Params,
+    /// The parameters' and the input's.
+    All,
+}
+
+impl Grads {
+    /// What a layer computes for a tape that records (`train`) or not, taking `input_is_data` images.
+    pub(crate) fn of(train: bool, input_is_data: bool) -> Grads {
+        match (train, input_is_data) {
+            (false, _) => Grads::None,
+            (true, true) => Grads::Params,
+            (true, false) => Grads::All,
+        }
+    }
+}
+
+/// `y = x·Wᵀ + b` for `(n, i, o)`: `n` rows of `i` values; `weight` is `(o, i)`.
+pub(crate) fn linear(x: Flat, (n, i, o): (usize, usize, usize), weight: Flat, bias: Flat, grads: Grads) -> Result<(Flat, Option<Backward>), CpuError> {
     let (xs, w) = (host(&x), host(&weight));
     let mut y = host(&bias).repeat(n);
-    matmul(Split::Columns, n, i, o, &xs, false, &w, true, &mut y, true);
+    matmul(Split::Columns, (n, i, o), Mat::Plain(&xs), Mat::Transposed(&w), &mut y, Store::Accumulate);
     let out = x.device().try_tensor_from_vec(y, (n * o,))?;
-    let backward = train.then(|| {
+    let backward = (grads != Grads::None).then(|| {
         let out = out.clone();
-        Box::new(move |grads: &mut Gradients<f32, Cpu>| {
-            let g = take(grads, &out)?;
-            matmul(Split::Rows, o, n, i, &g, true, &xs, false, grads.get_or_alloc_mut(&weight)?, true);
-            add_column_sums(&g, grads.get_or_alloc_mut(&bias)?);
-            if input_grad {
-                matmul(Split::Columns, n, o, i, &g, false, &w, false, grads.get_or_alloc_mut(&x)?, true);
+        Box::new(move |gs: &mut Gradients<f32, Cpu>| {
+            let g = take(gs, &out)?;
+            let gw = gs.get_or_alloc_mut(&weight)?;
+            matmul(Split::Rows, (o, n, i), Mat::Transposed(&g), Mat::Plain(&xs), gw, Store::Accumulate);
+            add_column_sums(&g, gs.get_or_alloc_mut(&bias)?);
+            if grads == Grads::All {
+                let gx = gs.get_or_alloc_mut(&x)?;
+                matmul(Split::Columns, (n, o, i), Mat::Plain(&g), Mat::Plain(&w), gx, Store::Accumulate);
             }
-            put(grads, &out, g)
+            put(gs, &out, g)
         }) as Backward
     });
     Ok((out, backward))
 }
 
 /// Convolution + ReLU + max-pool of `n` NHWC images of geometry `g`; `weight` is `(K, K, IN, OUT)`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_relu_pool(x: Flat, g: ConvGeom, n: usize, weight: Flat, bias: Flat, train: bool, input_grad: bool) -> Result<(Flat, Option<Backward>), CpuError> {
+pub(crate) fn conv_relu_pool(x: Flat, (g, n): (ConvGeom, usize), weight: Flat, bias: Flat, grads: Grads) -> Result<(Flat, Option<Backward>), CpuError> {
     let (kernel, bias_host) = (host(&weight), host(&bias));
-    let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), &kernel, &bias_host, train);
+    let pass = if grads == Grads::None { Pass::Infer } else { Pass::Train };
+    let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), (&kernel, &bias_host), pass);
     let out = x.device().try_tensor_from_vec(y, (n * g.out_len(),))?;
     let backward = saved.map(|saved| {
         let out = out.clone();
-        Box::new(move |grads: &mut Gradients<f32, Cpu>| {
-            let gout = take(grads, &out)?;
-            let mut gk = take(grads, &weight)?;
-            let mut gb = take(grads, &bias)?;
-            let gx = if input_grad { Some(&mut grads.get_or_alloc_mut(&x)?[..]) } else { None };
-            conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias_host, &mut gk, &mut gb, gx);
-            put(grads, &weight, gk)?;
-            put(grads, &bias, gb)?;
-            put(grads, &out, gout)
+        Box::new(move |gs: &mut Gradients<f32, Cpu>| {
+            let gout = take(gs, &out)?;
+            let mut gk = take(gs, &weight)?;
+            let mut gb = take(gs, &bias)?;
+            let input = if grads == Grads::All { Some(&mut gs.get_or_alloc_mut(&x)?[..]) } else { None };
+            conv_relu_pool_backward(&g, &saved, &gout, (&kernel, &bias_host), ConvGrads { kernel: &mut gk, bias: &mut gb, input });
+            put(gs, &weight, gk)?;
+            put(gs, &bias, gb)?;
+            put(gs, &out, gout)
         }) as Backward
     });
     Ok((out, backward))

@@ -169,7 +169,6 @@ mod tests {
             }
             gap = if c { 0 } else { gap + 1 };
         }
-        eprintln!("{gaps:?}");
         assert!(gaps.iter().max().unwrap() - gaps.iter().min().unwrap() <= 3, "uneven gaps {gaps:?}");
     }
 }

@@ -63,9 +63,9 @@ impl History {
         crate::files::write_atomic(path, self.to_csv().as_bytes())
     }
 
-    /// Reads what [`History::to_csv`] wrote.
-    pub fn from_csv(text: &str) -> Result<History> {
-        let bad = |line: usize, what: &str| Error::InvalidArgument(format!("history.csv line {line}: {what}; the file is damaged — delete the run's folder"));
+    /// Reads what [`History::to_csv`] wrote (`path` names the file in errors).
+    pub fn from_csv(text: &str, path: &Path) -> Result<History> {
+        let bad = |line: usize, what: &str| Error::Corrupt { path: path.to_path_buf(), reason: format!("line {line}: {what}") };
         let mut lines = text.lines();
         if lines.next().map(str::trim) != Some(Self::COLUMNS.join(",").as_str()) {
             return Err(bad(1, &format!("expected the header {}", Self::COLUMNS.join(","))));
@@ -127,10 +127,11 @@ mod tests {
         assert_eq!(names, History::COLUMNS);
         assert_eq!(df.column("val_loss").unwrap().null_count(), 1);
         assert_eq!(h.to_csv(), "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,0.500000,0.800000,,,1.000\n");
-        assert_eq!(History::from_csv(&h.to_csv()).unwrap(), h);
+        let p = Path::new("history.csv");
+        assert_eq!(History::from_csv(&h.to_csv(), p).unwrap(), h);
         let with_val = History { epochs: vec![EpochLog { val_loss: Some(0.25), val_accuracy: Some(0.75), ..h.epochs[0] }], ..Default::default() };
-        assert_eq!(History::from_csv(&with_val.to_csv()).unwrap(), with_val);
-        assert!(History::from_csv("epoch,loss\n").is_err());
-        assert!(History::from_csv(&(h.to_csv() + "2,x,1,,,1\n")).unwrap_err().to_string().contains("line 3"));
+        assert_eq!(History::from_csv(&with_val.to_csv(), p).unwrap(), with_val);
+        assert!(matches!(History::from_csv("epoch,loss\n", p), Err(Error::Corrupt { .. })));
+        assert!(History::from_csv(&(h.to_csv() + "2,x,1,,,1\n"), p).unwrap_err().to_string().contains("line 3"));
     }
 }

@@ -1,6 +1,6 @@
 //! The optimizers `compile` takes, with Keras' names and defaults, and their state.
 //!
-//! On the CPU the update runs in [`crate::kernels::optim`] — one non-generic pass per parameter tensor
+//! On the CPU the update runs in `fashion_kernels::optim` — one non-generic pass per parameter tensor
 //! that also zeroes its gradient — so a network type defined in a notebook cell updates its weights at
 //! full speed. With the `cuda` feature dfdx's own optimizers do the work.
 
@@ -181,7 +181,7 @@ impl CpuState {
 
     /// Updates `self.scratch` (parameter tensor `index`) from its gradient `g`, and zeroes `g`.
     fn step(&mut self, index: usize, g: &mut [f32]) {
-        use crate::kernels::optim;
+        use fashion_kernels::optim;
         let len = self.scratch.len();
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Default::default);
@@ -191,7 +191,8 @@ impl CpuState {
             Optimizer::Adam(Adam { learning_rate }) => {
                 m.resize(len, 0.0);
                 v.resize(len, 0.0);
-                optim::adam(self.step, learning_rate, (0.9, 0.999), 1e-7, &mut self.scratch, g, m, v);
+                let step = optim::AdamStep { t: self.step, lr: learning_rate, betas: (0.9, 0.999), eps: 1e-7 };
+                optim::adam(&step, &mut self.scratch, g, m, v);
             }
             Optimizer::Sgd(Sgd { learning_rate, momentum }) => {
                 let velocity = (momentum != 0.0).then(|| {

@@ -1,12 +1,12 @@
-//! What `fit` takes besides the data: Keras' keyword arguments with Keras' defaults, early stopping,
-//! and where to log the run.
+//! What `fit` takes besides the data: Keras' keyword arguments with Keras' defaults, and where to log
+//! the run.
 
 use std::fmt::Display;
 use std::path::PathBuf;
 
 use ndarray::{Array1, Array3};
 
-use super::Verbosity;
+use super::EarlyStopping;
 
 /// What `fit` does besides the data: Keras' keyword arguments, with Keras' defaults.
 ///
@@ -30,8 +30,6 @@ pub struct FitOptions<'a> {
     pub validation_split: f64,
     /// Shuffle the training images before each epoch (true); without, batches go in order.
     pub shuffle: bool,
-    /// What to print.
-    pub verbose: Verbosity,
     /// Stop when a monitored value stops improving (Keras' `EarlyStopping` callback).
     pub early_stopping: Option<EarlyStopping>,
     /// Write the run to a folder that outlives the kernel: parameters, history, TensorBoard events and
@@ -47,57 +45,10 @@ impl Default for FitOptions<'_> {
             validation_data: None,
             validation_split: 0.0,
             shuffle: true,
-            verbose: Verbosity::Progress,
             early_stopping: None,
             run: None,
         }
     }
-}
-
-/// The value early stopping watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Monitor {
-    /// Validation loss (lower is better): Keras' default.
-    #[default]
-    ValLoss,
-    /// Validation accuracy (higher is better).
-    ValAccuracy,
-    /// Training loss.
-    Loss,
-    /// Training accuracy.
-    Accuracy,
-}
-
-impl Monitor {
-    /// Keras' name: `val_loss`, `val_accuracy`, `loss`, `accuracy`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Monitor::ValLoss => "val_loss",
-            Monitor::ValAccuracy => "val_accuracy",
-            Monitor::Loss => "loss",
-            Monitor::Accuracy => "accuracy",
-        }
-    }
-
-    pub(crate) fn needs_validation(self) -> bool {
-        matches!(self, Monitor::ValLoss | Monitor::ValAccuracy)
-    }
-
-    /// Lower is better for losses, higher for accuracies.
-    pub(crate) fn lower_is_better(self) -> bool {
-        matches!(self, Monitor::ValLoss | Monitor::Loss)
-    }
-}
-
-/// Keras' `EarlyStopping`: stop training once `monitor` has not improved by more than `min_delta` for
-/// `patience` epochs; with `restore_best_weights`, go back to the weights of the best epoch when
-/// stopping. Defaults as in Keras (`val_loss`, patience 0, min_delta 0, no restoring).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct EarlyStopping {
-    pub monitor: Monitor,
-    pub patience: usize,
-    pub min_delta: f64,
-    pub restore_best_weights: bool,
 }
 
 /// Where and what `fit` logs: the folder `dir/name/` with `run.json` (the parameters and the final

@@ -1,28 +1,124 @@
 //! Writing a run's folder (see [`RunLog`]): events while training, the rest at the end, then one
 //! rename that makes the run appear complete.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::json::{self, Value};
 use crate::tensorboard::EventWriter;
 
 use super::{EpochLog, History, RunLog};
+
+/// What a run's `run.json` holds: how the run was set up, what it recorded itself, and how it ended.
+/// Written by `fit` with a [`RunLog`]; read back by [`crate::runs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's folder name.
+    #[serde(default)]
+    pub name: String,
+    /// The network's type, as `summary()` shows it.
+    pub network: String,
+    /// The model's name (`Model::named`).
+    pub model: String,
+    pub params_count: usize,
+    /// Epochs asked for.
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: String,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Where the validation data came from: `validation_data`, `validation_split` or `none`.
+    pub validation: String,
+    pub validation_split: f64,
+    pub shuffle: bool,
+    pub train_images: usize,
+    pub validation_images: Option<usize>,
+    /// Early stopping's settings, when it was on.
+    pub early_stopping: Option<String>,
+    /// What the run recorded itself ([`RunLog::param`]).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub epochs_run: usize,
+    /// The last epoch's metrics (none when not finite).
+    pub loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+    /// Seconds of training, validation excluded.
+    pub seconds: f64,
+    /// Whether the folder holds `model.safetensors`.
+    pub weights: bool,
+    /// When the run ended: milliseconds since 1970 (UTC), and as text.
+    pub created_ms: u64,
+    pub created_utc: String,
+}
+
+impl RunRecord {
+    /// `run.json`'s text.
+    pub fn to_json(&self) -> String {
+        // A struct of strings, numbers and maps of strings always serializes.
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// Reads `run.json` (`path` names it in errors), in today's format or in the flat one of runs
+    /// logged before 2026-12 (their own parameters listed in `own_params`, `created` in seconds).
+    pub fn from_json(text: &str, path: &Path) -> Result<RunRecord> {
+        let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err(corrupt("not a JSON object".into()));
+        };
+        upgrade(&mut fields);
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| corrupt(e.to_string()))
+    }
+}
+
+/// Turns the fields of an old flat `run.json` into today's.
+fn upgrade(fields: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    if let Some(Value::String(own)) = fields.remove("own_params") {
+        let params: serde_json::Map<String, Value> = own
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .filter_map(|k| {
+                let v = fields.remove(k)?;
+                let text = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                Some((k.to_string(), Value::String(text)))
+            })
+            .collect();
+        fields.insert("params".into(), Value::Object(params));
+    }
+    if let Some(secs) = fields.remove("created").and_then(|v| v.as_f64()) {
+        fields.entry("created_ms").or_insert(Value::from((secs * 1000.0) as u64));
+    }
+    // Old runs wrote a null name only if logged without one; `name` is the folder's.
+    if fields.get("name").is_some_and(Value::is_null) {
+        fields.remove("name");
+    }
+}
 
 pub(crate) struct RunWriter {
     log: RunLog,
     partial: PathBuf,
     train: EventWriter,
     validation: Option<EventWriter>,
-    meta: Vec<(String, Value)>,
+    record: RunRecord,
     batch_loss: (f64, usize),
 }
 
 impl RunWriter {
     /// Checks the name, creates the hidden temporary folder and the event files — before any training,
     /// so a folder that cannot be written fails at once.
-    pub fn start(log: RunLog, meta: Vec<(String, Value)>, has_validation: bool) -> Result<RunWriter> {
+    /// `record` holds the settings; `finish` fills in the results.
+    pub fn start(log: RunLog, record: RunRecord, has_validation: bool) -> Result<RunWriter> {
         let name = &log.name;
         if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
             return Err(Error::InvalidArgument(format!(
@@ -33,7 +129,7 @@ impl RunWriter {
         let partial = crate::files::temp_path(&log.path());
         let train = EventWriter::create(&partial.join("train"))?;
         let validation = if has_validation { Some(EventWriter::create(&partial.join("validation"))?) } else { None };
-        Ok(RunWriter { log, partial, train, validation, meta, batch_loss: (0.0, 0) })
+        Ok(RunWriter { log, partial, train, validation, record, batch_loss: (0.0, 0) })
     }
 
     /// The folder being written (for the weights).
@@ -83,26 +179,24 @@ impl RunWriter {
         }
         crate::files::write_atomic(self.partial.join("history.csv"), history.to_csv().as_bytes())?;
         let last = history.last();
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut pairs = std::mem::take(&mut self.meta);
-        pairs.extend(self.log.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))));
-        // Which keys are the run's own parameters (`RunLog::param`), for `runs::table`.
-        let own: Vec<&str> = self.log.params.iter().map(|(k, _)| k.as_str()).collect();
-        pairs.push(("own_params".into(), own.join(",").into()));
-        pairs.extend([
-            ("epochs_run".into(), history.epochs.len().into()),
-            ("loss".into(), last.map(|e| e.loss).into()),
-            ("accuracy".into(), last.map(|e| e.accuracy).into()),
-            ("val_loss".into(), last.and_then(|e| e.val_loss).into()),
-            ("val_accuracy".into(), last.and_then(|e| e.val_accuracy).into()),
-            ("best_epoch".into(), history.best_epoch.into()),
-            ("stopped_early".into(), history.stopped_early.into()),
-            ("seconds".into(), history.epochs.iter().map(|e| e.seconds).sum::<f64>().into()),
-            ("weights".into(), self.log.save_weights.into()),
-            ("created".into(), created.into()),
-            ("created_utc".into(), utc(created).into()),
-        ]);
-        crate::files::write_atomic(self.partial.join("run.json"), json::write_object(&pairs).as_bytes())?;
+        let created_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+        let record = RunRecord {
+            params: self.log.params.iter().cloned().collect(),
+            epochs_run: history.epochs.len(),
+            loss: finite(last.map(|e| e.loss)),
+            accuracy: finite(last.map(|e| e.accuracy)),
+            val_loss: finite(last.and_then(|e| e.val_loss)),
+            val_accuracy: finite(last.and_then(|e| e.val_accuracy)),
+            best_epoch: history.best_epoch,
+            stopped_early: history.stopped_early,
+            seconds: history.epochs.iter().map(|e| e.seconds).sum(),
+            weights: self.log.save_weights,
+            created_ms,
+            created_utc: utc(created_ms / 1000),
+            ..self.record.clone()
+        };
+        crate::files::write_atomic(self.partial.join("run.json"), record.to_json().as_bytes())?;
         let target = self.log.path();
         let old = crate::files::temp_path(&target);
         let replaced = target.exists();
@@ -140,6 +234,62 @@ pub(crate) fn utc(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// `run.json` as the flat writer before serde wrote it (`json::write_object` of 2026-11), for the
+    /// run `fit` logged in notebook 05.
+    const OLD: &str = r#"{
+  "name": "mlp-10-epochs",
+  "network": "(Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>)",
+  "model": "sequential",
+  "params_count": 101770,
+  "epochs": 10,
+  "batch_size": 32,
+  "optimizer": "adam",
+  "learning_rate": 0.001,
+  "seed": 42,
+  "validation": "validation_split",
+  "validation_split": 0.1,
+  "shuffle": true,
+  "train_images": 54000,
+  "validation_images": 6000,
+  "early_stopping": null,
+  "train_subset": "60000",
+  "own_params": "train_subset",
+  "epochs_run": 10,
+  "loss": 0.2381467213,
+  "accuracy": 0.9111666666666667,
+  "val_loss": 0.3212,
+  "val_accuracy": 0.8848333333333334,
+  "best_epoch": null,
+  "stopped_early": false,
+  "seconds": 4.712,
+  "weights": false,
+  "created": 1795566645,
+  "created_utc": "2026-11-25 00:30:45"
+}
+"#;
+
+    #[test]
+    fn an_old_flat_run_json_still_reads() {
+        let r = RunRecord::from_json(OLD, Path::new("run.json")).unwrap();
+        assert_eq!((r.name.as_str(), r.params_count, r.validation_images, r.early_stopping.as_deref()), ("mlp-10-epochs", 101_770, Some(6000), None));
+        assert_eq!(r.params.iter().collect::<Vec<_>>(), [(&"train_subset".to_string(), &"60000".to_string())]);
+        assert_eq!((r.created_ms, r.val_accuracy, r.best_epoch), (1_795_566_645_000, Some(0.8848333333333334), None));
+        // Written again, it reads back the same in today's format.
+        assert_eq!(RunRecord::from_json(&r.to_json(), Path::new("run.json")).unwrap(), r);
+        assert!(r.to_json().contains("\"params\": {\n    \"train_subset\": \"60000\"\n  }"), "{}", r.to_json());
+    }
+
+    #[test]
+    fn a_damaged_run_json_names_the_file_and_the_fix() {
+        for bad in ["", "{", "[1]", "{\"name\": 3}", &OLD[..OLD.len() / 2]] {
+            let e = RunRecord::from_json(bad, Path::new("runs/x/run.json")).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("runs/x/run.json") && e.to_string().contains("delete the run's folder"), "{e}");
+        }
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");

@@ -59,23 +59,20 @@ impl<'a> FitData<'a> {
     pub fn new(x: &'a Array3<f32>, y: &'a Array1<u8>, options: &FitOptions<'a>) -> Result<FitData<'a>> {
         check_inputs(x.view(), y)?;
         let split = options.validation_split;
+        let setting = |setting, reason: String| Error::Setting { setting, reason };
         if !(0.0..1.0).contains(&split) {
-            return Err(Error::InvalidArgument(format!("validation_split must be in [0, 1), got {split}")));
+            return Err(setting("validation_split", format!("must be in [0, 1), got {split}")));
         }
         if split > 0.0 && options.validation_data.is_some() {
-            return Err(Error::InvalidArgument(
-                "give either validation_data or validation_split, not both".into(),
-            ));
+            return Err(setting("validation_split", "give either validation_data or validation_split, not both".into()));
         }
         if options.batch_size == 0 {
-            return Err(Error::InvalidArgument("batch_size must be at least 1".into()));
+            return Err(setting("batch_size", "must be at least 1".into()));
         }
         let n = y.len();
         let n_train = n - (n as f64 * split).round() as usize;
         if n_train == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "no training images left: {n} images, validation_split {split}"
-            )));
+            return Err(setting("validation_split", format!("{split} leaves no training images of {n}: use a smaller one")));
         }
         let validation = match options.validation_data {
             Some((vx, vy)) => {
@@ -192,9 +189,9 @@ pub(crate) fn softmax_rows(mut p: Array2<f32>) -> Array2<f32> {
     p
 }
 
-/// The largest logit's class of each row.
-pub(crate) fn classes(logits: &Array2<f32>) -> Array1<u8> {
-    logits.outer_iter().map(|r| argmax(r.as_slice().unwrap_or(&r.to_vec())) as u8).collect()
+/// The class of the largest score (logit or probability) of each row.
+pub fn classes(scores: &Array2<f32>) -> Array1<u8> {
+    scores.outer_iter().map(|r| argmax(r.as_slice().unwrap_or(&r.to_vec())) as u8).collect()
 }
 
 /// Loss and accuracy of `logits` `(n, 10)` against `labels`.
@@ -216,9 +213,7 @@ pub(crate) fn check_inputs<'a>(x: ArrayView3<'a, f32>, y: &Array1<u8>) -> Result
     if x.len_of(Axis(0)) != y.len() {
         return Err(Error::InvalidArgument(format!("{} images but {} labels", x.len_of(Axis(0)), y.len())));
     }
-    if let Some((i, l)) = y.iter().enumerate().find(|(_, &l)| l as usize >= NUM_CLASSES) {
-        return Err(Error::InvalidArgument(format!("label {l} at index {i} is not a class (0..=9)")));
-    }
+    crate::data::check_labels(y.as_slice().unwrap_or(&y.to_vec()))?;
     if let Some(pos) = xs.iter().position(|v| !v.is_finite()) {
         return Err(Error::InvalidArgument(format!(
             "image {} has a non-finite pixel (NaN or infinity); normalize with `normalize(&images)`",
@@ -258,13 +253,13 @@ pub(crate) fn check_memory(summary: &Summary, batch: usize, available: Option<u6
     let need = per * batch as u64;
     if need > budget {
         let gb = |b: u64| b as f64 / 1e9;
-        return Err(Error::InvalidArgument(format!(
-            "batch_size {batch} needs about {:.1} GB for this network's activations, more than half the {:.1} GB \
+        return Err(Error::Setting { setting: "batch_size", reason: format!(
+            "{batch} needs about {:.1} GB for this network's activations, more than half the {:.1} GB \
              of memory available; the largest batch that fits is {}",
             gb(need),
             gb(available),
             (budget / per.max(1)).max(1)
-        )));
+        ) });
     }
     Ok(())
 }
@@ -276,8 +271,18 @@ pub(crate) fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub(crate) fn dev_err<E: std::fmt::Debug>(e: E) -> Error {
-    Error::Device(format!("{e:?}"))
+/// [`Error::Device`] holding the device's own error (dfdx's CUDA error is no `std::error::Error`, so it
+/// goes in a wrapper that is one).
+pub(crate) fn dev_err<E: std::fmt::Debug + std::fmt::Display + Send + Sync + 'static>(e: E) -> Error {
+    #[derive(Debug)]
+    struct DeviceError<E>(E);
+    impl<E: std::fmt::Display> std::fmt::Display for DeviceError<E> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+    impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for DeviceError<E> {}
+    Error::Device { source: Box::new(DeviceError(e)) }
 }
 
 /// Index of the largest value (the first one on ties).
@@ -299,10 +304,3 @@ fn log_sum_exp_argmax(v: &[f32]) -> (f64, usize) {
     (m + s.ln(), arg)
 }
 
-/// A per-epoch seed from the model seed (SplitMix64 finaliser).
-pub(crate) fn mix(seed: u64, epoch: u64) -> u64 {
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}

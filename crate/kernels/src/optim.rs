@@ -3,11 +3,20 @@
 
 use super::simd;
 
-/// Adam (Kingma & Ba) as Keras has it: `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`,
-/// `p ← p - lr·m̂ / (√v̂ + ε)` with the bias-corrected `m̂ = m / (1-β₁ᵗ)`, `v̂ = v / (1-β₂ᵗ)`; `t` counts
-/// steps from 1.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn adam(t: u32, lr: f64, (beta1, beta2): (f64, f64), eps: f64, p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+/// One step of Adam (Kingma & Ba) as Keras has it: `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`,
+/// `p ← p - lr·m̂ / (√v̂ + ε)` with the bias-corrected `m̂ = m / (1-β₁ᵗ)`, `v̂ = v / (1-β₂ᵗ)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// The step's number, from 1.
+    pub t: u32,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+}
+
+/// [`AdamStep`] over one parameter tensor `p` with gradient `g` and moments `m`, `v`.
+pub fn adam(step: &AdamStep, p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    let AdamStep { t, lr, betas: (beta1, beta2), eps } = *step;
     let (b1, b2) = (beta1 as f32, beta2 as f32);
     let c1 = (1.0 - beta1.powi(t as i32)) as f32;
     let c2 = (1.0 - beta2.powi(t as i32)) as f32;
@@ -37,7 +46,7 @@ const SPLIT_MIN: usize = 1 << 15;
 
 /// Stochastic gradient descent, with classic momentum when `velocity` is given:
 /// `u ← μu + g`, `p ← p - lr·u` (without momentum `p ← p - lr·g`).
-pub(crate) fn sgd(lr: f64, momentum: f64, p: &mut [f32], g: &mut [f32], velocity: Option<&mut [f32]>) {
+pub fn sgd(lr: f64, momentum: f64, p: &mut [f32], g: &mut [f32], velocity: Option<&mut [f32]>) {
     let (lr, mu) = (lr as f32, momentum as f32);
     simd(#[inline(always)] || match velocity {
         Some(u) => {
@@ -66,7 +75,7 @@ mod tests {
         let (mut pe, mut me, mut ve) = ([0.5f64, -1.0], [0f64; 2], [0f64; 2]);
         for (t, gs) in grads.iter().enumerate() {
             let mut g: Vec<f32> = gs.iter().map(|&x| x as f32).collect();
-            adam(t as u32 + 1, 1e-2, (0.9, 0.999), 1e-7, &mut p, &mut g, &mut m, &mut v);
+            adam(&AdamStep { t: t as u32 + 1, lr: 1e-2, betas: (0.9, 0.999), eps: 1e-7 }, &mut p, &mut g, &mut m, &mut v);
             assert_eq!(g, vec![0.0; 2]);
             for i in 0..2 {
                 me[i] = 0.9 * me[i] + 0.1 * gs[i];

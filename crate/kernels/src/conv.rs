@@ -5,16 +5,16 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{add_column_sums, matmul_serial};
+use super::matmul::{add_column_sums, matmul_serial, Mat, Store};
 use super::pool::{relu_max_pool, relu_max_pool_backward};
-use super::winograd::{self, flip_kernel, plane_stride, transform_kernel, Tiling, PLANES};
-use super::{direct, simd, Buf};
+use super::winograd::{self, flip_kernel, plane_stride, transform_kernel, Planes, Tiling, PLANES};
+use super::{direct, simd, Buf, Pass};
 
 
 /// Geometry of a stride-1 `K×K` convolution with `P` pixels of zero padding followed by ReLU and a
 /// `POOL×POOL` max-pool with stride `POOL` (floor, like Keras' `padding="valid"`), on NHWC images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConvGeom {
+pub struct ConvGeom {
     pub h: usize,
     pub w: usize,
     pub cin: usize,
@@ -134,7 +134,7 @@ const GROUP: usize = 16;
 const CHUNK: usize = 8;
 
 /// What the forward pass keeps for backward, per group of images.
-pub(crate) struct Saved {
+pub struct Saved {
     groups: Vec<GroupSaved>,
     /// Images per group (the last group may have fewer).
     per: usize,
@@ -151,13 +151,14 @@ enum GroupSaved {
 }
 
 /// Forward pass of a batch: `x` is `(B, H, W, IN)`, `kernel` `(K·K·IN, OUT)`, `bias` `(OUT)`. Returns the
-/// pooled output `(B, H'/POOL, W'/POOL, OUT)` and — when `train` — what backward needs.
+/// pooled output `(B, H'/POOL, W'/POOL, OUT)` and — when training — what backward needs.
 ///
 /// The batch is split into groups of [`GROUP`] images spread over the threads; each runs the
 /// convolution (im2col and one matrix product, Winograd, or with one input channel the direct
 /// convolution) and the pooling for its group alone, so the two cores meet once per layer instead of
 /// inside every product. Inference goes in chunks of a few images to bound memory.
-pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kernel: &[f32], bias: &[f32], train: bool) -> (Vec<f32>, Option<Saved>) {
+pub fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], (kernel, bias): (&[f32], &[f32]), pass: Pass) -> (Vec<f32>, Option<Saved>) {
+    let train = pass == Pass::Train;
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = GROUP;
     let mut out = vec![0f32; batch * out_len];
@@ -193,14 +194,14 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
                     Some(u) => {
                         let v = &mut cols[at * tl.per_image() * g.cin..];
                         winograd::transform_input(tl, g.cin, m, xs, v, stride);
-                        winograd::conv_planes(tl, g.cin, cout, m, v, stride, u, pre, false);
+                        winograd::conv_planes(tl, (g.cin, cout), m, Planes { values: v, stride }, u, pre, Store::Overwrite);
                     }
                     None => {
                         let cols = &mut cols[at * pix * patch..(at + m) * pix * patch];
                         for (c, xi) in cols.chunks_exact_mut(pix * patch).zip(xs.chunks_exact(in_len)) {
                             im2col(g, xi, c);
                         }
-                        matmul_serial(m * pix, patch, cout, cols, false, kernel, false, pre, false);
+                        matmul_serial((m * pix, patch, cout), Mat::Plain(cols), Mat::Plain(kernel), pre, Store::Overwrite);
                     }
                 }
                 for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
@@ -213,21 +214,19 @@ pub(crate) fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], kern
     (out, train.then_some(Saved { groups, per }))
 }
 
-/// Backward pass: from the gradient of the pooled output, adds the kernel and bias gradients into
-/// `grad_kernel` `(K·K·IN, OUT)` and `grad_bias`, and — when `grad_x` is given — the input gradient
-/// `(B, H, W, IN)`. Each group of images of the forward pass is one task; their kernel and bias
-/// gradients are added in group order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_relu_pool_backward(
-    g: &ConvGeom,
-    saved: &Saved,
-    grad_out: &[f32],
-    kernel: &[f32],
-    bias: &[f32],
-    grad_kernel: &mut [f32],
-    grad_bias: &mut [f32],
-    grad_x: Option<&mut [f32]>,
-) {
+/// Where a backward pass adds its gradients: the kernel's `(K·K·IN, OUT)`, the bias', and — when
+/// given — the input's `(B, H, W, IN)`.
+pub struct ConvGrads<'a> {
+    pub kernel: &'a mut [f32],
+    pub bias: &'a mut [f32],
+    pub input: Option<&'a mut [f32]>,
+}
+
+/// Backward pass: from the gradient of the pooled output, adds the kernel, bias and (when asked)
+/// input gradients into `grads`. Each group of images of the forward pass is one task; their kernel
+/// and bias gradients are added in group order.
+pub fn conv_relu_pool_backward(g: &ConvGeom, saved: &Saved, grad_out: &[f32], (kernel, bias): (&[f32], &[f32]), grads: ConvGrads) {
+    let ConvGrads { kernel: grad_kernel, bias: grad_bias, input: grad_x } = grads;
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = saved.per;
     let tl = Tiling::new(g.h, g.w);
@@ -251,7 +250,8 @@ pub(crate) fn conv_relu_pool_backward(
                 GroupSaved::Direct { padded, sel } => {
                     let (mut gk, mut gb) = (vec![0f32; patch * cout], vec![0f32; cout]);
                     let mut grad_padded = dx.is_some().then(|| vec![0f32; padded.len()]);
-                    direct::backward(g, padded, sel, gout, kernel, &mut gk, &mut gb, grad_padded.as_deref_mut());
+                    let grads = ConvGrads { kernel: &mut gk, bias: &mut gb, input: grad_padded.as_deref_mut() };
+                    direct::backward(g, (padded, sel), gout, kernel, grads);
                     if let (Some(dx), Some(gp)) = (dx.as_deref_mut(), &grad_padded) {
                         direct::unpad_add(g, gp, dx);
                     }
@@ -266,10 +266,11 @@ pub(crate) fn conv_relu_pool_backward(
             add_column_sums(&grad_pre, &mut gb);
             if !wino {
                 let mut gk = vec![0f32; patch * cout];
-                matmul_serial(patch, n * pix, cout, cols, true, &grad_pre, false, &mut gk, false);
+                matmul_serial((patch, n * pix, cout), Mat::Transposed(cols), Mat::Plain(&grad_pre), &mut gk, Store::Overwrite);
                 if let Some(dx) = dx.as_deref_mut() {
                     let mut grad_cols = Buf::dirty(n * pix * patch);
-                    matmul_serial(n * pix, cout, patch, &grad_pre, false, kernel, true, &mut grad_cols, false);
+                    let dims = (n * pix, cout, patch);
+                    matmul_serial(dims, Mat::Plain(&grad_pre), Mat::Transposed(kernel), &mut grad_cols, Store::Overwrite);
                     for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
                         col2im_add(g, c, d);
                     }
@@ -285,10 +286,11 @@ pub(crate) fn conv_relu_pool_backward(
                 let d_stride = plane_stride(m * tiles * cout);
                 let mut d = Buf::dirty(PLANES * d_stride);
                 winograd::transform_grad(tl, cout, m, gp, &mut d, d_stride);
-                let v = &cols[start * tiles * g.cin..];
-                winograd::kernel_gradient_planes(m * tiles, g.cin, cout, v, v_stride, &d, d_stride, &mut planes);
+                let v = Planes { values: &cols[start * tiles * g.cin..], stride: v_stride };
+                winograd::kernel_gradient_planes(m * tiles, (g.cin, cout), v, Planes { values: &d, stride: d_stride }, &mut planes);
                 if let (Some(dx), Some(u)) = (dx.as_deref_mut(), &u_back) {
-                    winograd::conv(tl, cout, g.cin, m, gp, u, &mut dx[start * in_len..(start + m) * in_len], true);
+                    let dx = &mut dx[start * in_len..(start + m) * in_len];
+                    winograd::conv(tl, (cout, g.cin), m, gp, u, dx, Store::Accumulate);
                 }
             }
             (planes, gb)
@@ -312,7 +314,7 @@ pub(crate) fn conv_relu_pool_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::seq;
+    use crate::seq;
 
 
 
@@ -338,7 +340,7 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
-    use crate::kernels::seq;
+    use crate::seq;
     use std::time::Instant;
 
     fn time(name: &str, reps: usize, mut f: impl FnMut()) {
@@ -358,9 +360,10 @@ mod timing {
     fn cnn_block_timings() {
         let n = 3136 * 128;
         let (mut p, mut gr, mut m, mut v) = (seq(n, 1), seq(n, 2), seq(n, 3), seq(n, 4));
-        time("adam 3136×128 (2 threads)", 50, || crate::kernels::optim::adam(3, 1e-3, (0.9, 0.999), 1e-7, &mut p, &mut gr, &mut m, &mut v));
+        const STEP: crate::optim::AdamStep = crate::optim::AdamStep { t: 3, lr: 1e-3, betas: (0.9, 0.999), eps: 1e-7 };
+        time("adam 3136×128 (2 threads)", 50, || crate::optim::adam(&STEP, &mut p, &mut gr, &mut m, &mut v));
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        pool.install(|| time("adam 3136×128 (1 thread)", 50, || crate::kernels::optim::adam(3, 1e-3, (0.9, 0.999), 1e-7, &mut p, &mut gr, &mut m, &mut v)));
+        pool.install(|| time("adam 3136×128 (1 thread)", 50, || crate::optim::adam(&STEP, &mut p, &mut gr, &mut m, &mut v)));
         pool.install(|| {
             for g in [ConvGeom { h: 28, w: 28, cin: 1, cout: 32, k: 3, p: 1, pool: 2 }, ConvGeom { h: 14, w: 14, cin: 32, cout: 64, k: 3, p: 1, pool: 2 }] {
                 let b = 64;
@@ -369,13 +372,13 @@ mod timing {
                 let bias = seq(g.cout, 3);
                 let gout = seq(b * g.out_len(), 4);
                 eprintln!("{g:?}");
-                time("forward (inference)", 20, || drop(conv_relu_pool_forward(&g, b, &x, &kernel, &bias, false)));
-                time("forward (train)", 20, || drop(conv_relu_pool_forward(&g, b, &x, &kernel, &bias, true)));
-                let (_, saved) = conv_relu_pool_forward(&g, b, &x, &kernel, &bias, true);
+                time("forward (inference)", 20, || drop(conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Infer)));
+                time("forward (train)", 20, || drop(conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Train)));
+                let (_, saved) = conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Train);
                 let saved = saved.unwrap();
                 let (mut gk, mut gb, mut gx) = (vec![0f32; kernel.len()], vec![0f32; g.cout], vec![0f32; x.len()]);
-                time("backward, no input gradient", 20, || conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias, &mut gk, &mut gb, None));
-                time("backward", 20, || conv_relu_pool_backward(&g, &saved, &gout, &kernel, &bias, &mut gk, &mut gb, Some(&mut gx)));
+                time("backward, no input gradient", 20, || conv_relu_pool_backward(&g, &saved, &gout, (&kernel, &bias), ConvGrads { kernel: &mut gk, bias: &mut gb, input: None }));
+                time("backward", 20, || conv_relu_pool_backward(&g, &saved, &gout, (&kernel, &bias), ConvGrads { kernel: &mut gk, bias: &mut gb, input: Some(&mut gx) }));
                 let pre = seq(g.pixels() * g.cout, 5);
                 let mut o = vec![0f32; g.out_len()];
                 let mut gp = vec![0f32; g.pixels() * g.cout];
@@ -393,9 +396,9 @@ mod timing {
                     time("  add_kernel_gradient", 20, || winograd::add_kernel_gradient(&u, g.cin, g.cout, &mut acc));
                     time("  transform_input ×8", 20, || (0..8).for_each(|_| winograd::transform_input(tl, g.cin, 8, &x, &mut v, vs)));
                     time("  transform_grad ×8", 20, || (0..8).for_each(|_| winograd::transform_grad(tl, g.cout, 8, &x, &mut d, ds)));
-                    time("  transform_output ×8", 20, || (0..8).for_each(|_| winograd::transform_output(tl, g.cout, 8, &d, ds, &mut gx, false)));
+                    time("  transform_output ×8", 20, || (0..8).for_each(|_| winograd::transform_output(tl, g.cout, 8, Planes { values: &d, stride: ds }, &mut gx, Store::Overwrite)));
                     time("  36 products ×8", 20, || (0..8).for_each(|_| for p in 0..PLANES {
-                        matmul_serial(t, g.cin, g.cout, &v[p * vs..][..t * g.cin], false, &u[p * g.cin * g.cout..][..g.cin * g.cout], false, &mut d[p * ds..][..t * g.cout], false);
+                        matmul_serial((t, g.cin, g.cout), Mat::Plain(&v[p * vs..][..t * g.cin]), Mat::Plain(&u[p * g.cin * g.cout..][..g.cin * g.cout]), &mut d[p * ds..][..t * g.cout], Store::Overwrite);
                     }));
                 }
             }

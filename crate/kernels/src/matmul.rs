@@ -13,34 +13,64 @@ const PARALLEL_MIN_MACS: usize = 16 << 20;
 /// The split depends on the shapes only, so the results are the same on any number of threads.
 const SPLIT_MIN_MACS: usize = 1 << 20;
 
-/// `c (m×n) = [c +] op(a) · op(b)`, all row-major. `op(a)` is `a` stored `(m, k)`, or with `a_t` the
-/// transpose of `a` stored `(k, m)`; likewise `op(b)` is `b` `(k, n)` or, with `b_t`, `b` stored `(n, k)`.
-/// Large products use all cores; middle-sized ones are split in two halves of `c` as `split` says
-/// (cheap only on a thread of rayon's pool, see [`super::on_pool`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(split: Split, m: usize, k: usize, n: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool, c: &mut [f32], accumulate: bool) {
+/// One operand of a product: a row-major matrix as stored, or the transpose of one.
+#[derive(Debug, Clone, Copy)]
+pub enum Mat<'a> {
+    /// The matrix as stored: `(rows, cols)` row-major.
+    Plain(&'a [f32]),
+    /// The transpose of the matrix stored `(cols, rows)` row-major.
+    Transposed(&'a [f32]),
+}
+
+impl<'a> Mat<'a> {
+    fn parts(self) -> (&'a [f32], bool) {
+        match self {
+            Mat::Plain(x) => (x, false),
+            Mat::Transposed(x) => (x, true),
+        }
+    }
+}
+
+/// Whether a product replaces the output's values or adds to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// `c = a·b`.
+    Overwrite,
+    /// `c += a·b`.
+    Accumulate,
+}
+
+/// `c (m×n) = [c +] a · b` for `(m, k, n)`, all row-major: `a` is `(m, k)` and `b` is `(k, n)`, each
+/// as stored or as the transpose of what is stored ([`Mat`]). Large products use all cores;
+/// middle-sized ones are split in two halves of `c` as `split` says (cheap only on a thread of
+/// rayon's pool, see [`crate::on_pool`]).
+pub fn matmul(split: Split, (m, k, n): (usize, usize, usize), a: Mat, b: Mat, c: &mut [f32], store: Store) {
     let macs = m * k * n;
     let halves = (SPLIT_MIN_MACS..PARALLEL_MIN_MACS).contains(&macs);
-    check(m, k, n, a, b, c);
-    let (a, b, c_ptr) = (Operand::new(a, a_t, m, k), Operand::new(b, b_t, k, n), Out(c.as_mut_ptr()));
-    // SAFETY (all three calls): `check` keeps every index inside the slices, and `c` is borrowed
-    // mutably; the two halves write disjoint parts of it.
+    let (a, b) = operands((m, k, n), a, b, c);
+    let c_ptr = Out(c.as_mut_ptr());
+    let one = Parallelism::None;
+    // SAFETY (all three calls): `operands` checked that every index lies inside the slices, and `c`
+    // is borrowed mutably; the two halves write disjoint parts of it.
     match split {
         Split::Columns if halves && n >= 32 => {
             let h = n / 2 / 16 * 16;
             rayon::join(
-                || unsafe { gemm_raw(false, m, k, h, a, b, c_ptr.at(0), n, accumulate) },
-                || unsafe { gemm_raw(false, m, k, n - h, a, b.columns(h), c_ptr.at(h), n, accumulate) },
+                || unsafe { gemm_raw(one, (m, k, h), a, b, c_ptr.at(0), n, store) },
+                || unsafe { gemm_raw(one, (m, k, n - h), a, b.columns(h), c_ptr.at(h), n, store) },
             );
         }
         Split::Rows if halves && m >= 32 => {
             let h = m / 2 / 16 * 16;
             rayon::join(
-                || unsafe { gemm_raw(false, h, k, n, a, b, c_ptr.at(0), n, accumulate) },
-                || unsafe { gemm_raw(false, m - h, k, n, a.rows(h), b, c_ptr.at(h * n), n, accumulate) },
+                || unsafe { gemm_raw(one, (h, k, n), a, b, c_ptr.at(0), n, store) },
+                || unsafe { gemm_raw(one, (m - h, k, n), a.rows(h), b, c_ptr.at(h * n), n, store) },
             );
         }
-        _ => unsafe { gemm_raw(macs >= PARALLEL_MIN_MACS, m, k, n, a, b, c_ptr.0, n, accumulate) },
+        _ => {
+            let threads = if macs >= PARALLEL_MIN_MACS { Parallelism::Rayon(rayon::current_num_threads()) } else { one };
+            unsafe { gemm_raw(threads, (m, k, n), a, b, c_ptr.0, n, store) }
+        }
     }
 }
 
@@ -49,23 +79,25 @@ pub(crate) fn matmul(split: Split, m: usize, k: usize, n: usize, a: &[f32], a_t:
 /// Adam's half (measured: splitting the MLP's weight gradient by columns instead made the epoch slower
 /// than on one core).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Split {
+pub enum Split {
     Rows,
     Columns,
 }
 
 /// [`matmul`] on the calling thread only (the kernels that spread groups of images over the cores).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_serial(m: usize, k: usize, n: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool, c: &mut [f32], accumulate: bool) {
-    check(m, k, n, a, b, c);
-    let (a, b) = (Operand::new(a, a_t, m, k), Operand::new(b, b_t, k, n));
-    // SAFETY: `check` keeps every index the strides produce inside the three slices, and `c` is
+pub(crate) fn matmul_serial(dims: (usize, usize, usize), a: Mat, b: Mat, c: &mut [f32], store: Store) {
+    let (a, b) = operands(dims, a, b, c);
+    // SAFETY: `operands` keeps every index the strides produce inside the three slices, and `c` is
     // borrowed mutably, so it does not alias `a` or `b`.
-    unsafe { gemm_raw(false, m, k, n, a, b, c.as_mut_ptr(), n, accumulate) }
+    unsafe { gemm_raw(Parallelism::None, dims, a, b, c.as_mut_ptr(), dims.2, store) }
 }
 
-fn check(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &[f32]) {
+/// The operands' pointers and strides, after checking that the buffers hold the shapes (a caller's
+/// bug otherwise, not a user's input: the layers size every buffer from the same geometry).
+fn operands((m, k, n): (usize, usize, usize), a: Mat, b: Mat, c: &[f32]) -> (Operand, Operand) {
+    let ((a, a_t), (b, b_t)) = (a.parts(), b.parts());
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul: buffers smaller than the shapes");
+    (Operand::new(a, a_t, m, k), Operand::new(b, b_t, k, n))
 }
 
 /// A matrix operand: a pointer and its row and column strides.
@@ -113,8 +145,8 @@ impl Out {
 /// # Safety
 /// Every element the shapes and strides address must lie inside live allocations, `c`'s not
 /// overlapping `a`'s or `b`'s nor written by anyone else meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(parallel: bool, m: usize, k: usize, n: usize, a: Operand, b: Operand, c: *mut f32, c_rs: usize, accumulate: bool) {
+unsafe fn gemm_raw(threads: Parallelism, (m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: *mut f32, c_rs: usize, store: Store) {
+    let accumulate = store == Store::Accumulate;
     if m == 0 || n == 0 {
         return;
     }
@@ -126,12 +158,11 @@ unsafe fn gemm_raw(parallel: bool, m: usize, k: usize, n: usize, a: Operand, b: 
         }
         return;
     }
-    let parallelism = if parallel { Parallelism::Rayon(rayon::current_num_threads()) } else { Parallelism::None };
-    gemm::gemm(m, n, k, c, 1, c_rs as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0, 1.0, false, false, false, parallelism);
+    gemm::gemm(m, n, k, c, 1, c_rs as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0, 1.0, false, false, false, threads);
 }
 
 /// `out[j] += Σ_i m[i, j]` for a row-major `(rows, out.len())` matrix (bias gradients).
-pub(crate) fn add_column_sums(m: &[f32], out: &mut [f32]) {
+pub fn add_column_sums(m: &[f32], out: &mut [f32]) {
     simd(#[inline(always)] || {
         let n = out.len();
         if n == 0 {
@@ -148,9 +179,7 @@ pub(crate) fn add_column_sums(m: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::seq;
-
-
+    use crate::seq;
 
     /// Every transpose combination, overwrite and accumulate, on one thread and on all, against the
     /// definition.
@@ -164,7 +193,9 @@ mod tests {
                 let bt = |p: usize, j: usize| if b_t { b[j * k + p] } else { b[p * n + j] };
                 for split in [Split::Rows, Split::Columns] {
                     let mut c = c0.clone();
-                    matmul(split, m, k, n, &a, a_t, &b, b_t, &mut c, acc);
+                    let op = |x, t| if t { Mat::Transposed(x) } else { Mat::Plain(x) };
+                    let store = if acc { Store::Accumulate } else { Store::Overwrite };
+                    matmul(split, (m, k, n), op(&a, a_t), op(&b, b_t), &mut c, store);
                     for i in 0..m {
                         for j in 0..n {
                             let want: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum::<f64>()
@@ -177,8 +208,7 @@ mod tests {
             }
         }
         let mut c = vec![1.0; 6];
-        matmul(Split::Rows, 2, 0, 3, &[], false, &[], false, &mut c, false);
+        matmul(Split::Rows, (2, 0, 3), Mat::Plain(&[]), Mat::Plain(&[]), &mut c, Store::Overwrite);
         assert_eq!(c, vec![0.0; 6], "k = 0 gives zeros");
     }
-
 }

@@ -3,7 +3,7 @@
 use super::simd;
 
 /// `x = max(x, 0)` in place.
-pub(crate) fn relu(x: &mut [f32]) {
+pub fn relu(x: &mut [f32]) {
     simd(#[inline(always)] || {
         for v in x.iter_mut() {
             *v = v.max(0.0);
@@ -12,7 +12,7 @@ pub(crate) fn relu(x: &mut [f32]) {
 }
 
 /// `grad_in += grad_out` where the ReLU's output `y` is positive.
-pub(crate) fn relu_backward(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
+pub fn relu_backward(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
     simd(#[inline(always)] || {
         for ((gi, &go), &y) in grad_in.iter_mut().zip(grad_out).zip(y) {
             *gi += if y > 0.0 { go } else { 0.0 };
@@ -22,16 +22,16 @@ pub(crate) fn relu_backward(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
 
 /// Inverted-dropout factors for `n` values: `0` with probability `p`, else `1 / (1 - p)`, drawn from
 /// a SplitMix64 stream seeded with `seed`.
-pub(crate) fn dropout_mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
+pub fn dropout_mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
     let keep = 1.0 / (1.0 - p) as f32;
     // Keep when the top 53 bits, as a number in [0, 1), are at least p.
     let threshold = (p * (1u64 << 53) as f64) as u64;
-    let mut rng = crate::data::batch_rng(seed);
+    let mut rng = crate::rng::SplitMix64(seed);
     (0..n).map(|_| if rng.next_u64() >> 11 >= threshold { keep } else { 0.0 }).collect()
 }
 
 /// `x *= m` element-wise.
-pub(crate) fn mul_into(x: &mut [f32], m: &[f32]) {
+pub fn mul_into(x: &mut [f32], m: &[f32]) {
     simd(#[inline(always)] || {
         for (v, &f) in x.iter_mut().zip(m) {
             *v *= f;
@@ -40,7 +40,7 @@ pub(crate) fn mul_into(x: &mut [f32], m: &[f32]) {
 }
 
 /// `out += a * b` element-wise.
-pub(crate) fn mul_add(a: &[f32], b: &[f32], out: &mut [f32]) {
+pub fn mul_add(a: &[f32], b: &[f32], out: &mut [f32]) {
     simd(#[inline(always)] || {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o += x * y;

@@ -18,7 +18,7 @@
 //! tile, so a chunk of tiles of every plane is a row-major matrix the products read directly. The
 //! stride comes from [`plane_stride`].
 
-use super::matmul::matmul_serial;
+use super::matmul::{matmul_serial, Mat, Store};
 use super::{simd, Buf};
 
 /// Positions of a transformed 6×6 tile, each one matrix product.
@@ -139,19 +139,31 @@ pub(crate) fn flip_kernel(kernel: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     f
 }
 
-/// `out (m, H, W, OUT) [+]= conv3×3(x (m, H, W, IN))` with one pixel of zero padding; `u` comes from
-/// [`transform_kernel`]. Runs on the calling thread.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv(tl: Tiling, cin: usize, cout: usize, m: usize, x: &[f32], u: &[f32], out: &mut [f32], accumulate: bool) {
+/// Planes of transformed tiles: plane `p` starts at `p · stride` of `values`.
+#[derive(Clone, Copy)]
+pub(crate) struct Planes<'a> {
+    pub values: &'a [f32],
+    pub stride: usize,
+}
+
+impl<'a> Planes<'a> {
+    /// The first `len` values of plane `p`.
+    fn plane(self, p: usize, len: usize) -> &'a [f32] {
+        &self.values[p * self.stride..][..len]
+    }
+}
+
+/// `out (m, H, W, OUT) [+]= conv3×3(x (m, H, W, IN))` with one pixel of zero padding, for
+/// `(cin, cout)` channels; `u` comes from [`transform_kernel`]. Runs on the calling thread.
+pub(crate) fn conv(tl: Tiling, (cin, cout): (usize, usize), m: usize, x: &[f32], u: &[f32], out: &mut [f32], store: Store) {
     let stride = plane_stride(m * tl.per_image() * cin);
     let mut v = Buf::dirty(PLANES * stride);
     transform_input(tl, cin, m, x, &mut v, stride);
-    conv_planes(tl, cin, cout, m, &v, stride, u, out, accumulate);
+    conv_planes(tl, (cin, cout), m, Planes { values: &v, stride }, u, out, store);
 }
 
-/// [`conv`] from input planes already transformed by [`transform_input`] (plane stride `stride`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_planes(tl: Tiling, cin: usize, cout: usize, m: usize, v: &[f32], stride: usize, u: &[f32], out: &mut [f32], accumulate: bool) {
+/// [`conv`] from input planes `v` already transformed by [`transform_input`].
+pub(crate) fn conv_planes(tl: Tiling, (cin, cout): (usize, usize), m: usize, v: Planes, u: &[f32], out: &mut [f32], store: Store) {
     let tiles = m * tl.per_image();
     if tiles == 0 || cout == 0 {
         return;
@@ -159,20 +171,21 @@ pub(crate) fn conv_planes(tl: Tiling, cin: usize, cout: usize, m: usize, v: &[f3
     let mm_stride = plane_stride(tiles * cout);
     let mut mm = Buf::dirty(PLANES * mm_stride);
     for p in 0..PLANES {
-        let (a, b) = (&v[p * stride..][..tiles * cin], &u[p * cin * cout..][..cin * cout]);
-        matmul_serial(tiles, cin, cout, a, false, b, false, &mut mm[p * mm_stride..][..tiles * cout], false);
+        let (a, b) = (v.plane(p, tiles * cin), &u[p * cin * cout..][..cin * cout]);
+        let c = &mut mm[p * mm_stride..][..tiles * cout];
+        matmul_serial((tiles, cin, cout), Mat::Plain(a), Mat::Plain(b), c, Store::Overwrite);
     }
-    transform_output(tl, cout, m, &mm, mm_stride, out, accumulate);
+    transform_output(tl, cout, m, Planes { values: &mm, stride: mm_stride }, out, store);
 }
 
 /// Adds to `acc` `(36, IN, OUT)` the products `Vₚᵀ · Dₚ` of input planes `v` (from
-/// [`transform_input`], stride `v_stride`) and gradient planes `d` (from [`transform_grad`], stride
-/// `d_stride`) over `tiles` tiles; [`add_kernel_gradient`] turns the sum into the kernel gradient.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn kernel_gradient_planes(tiles: usize, cin: usize, cout: usize, v: &[f32], v_stride: usize, d: &[f32], d_stride: usize, acc: &mut [f32]) {
+/// [`transform_input`]) and gradient planes `d` (from [`transform_grad`]) over `tiles` tiles of
+/// `(cin, cout)` channels; [`add_kernel_gradient`] turns the sum into the kernel gradient.
+pub(crate) fn kernel_gradient_planes(tiles: usize, (cin, cout): (usize, usize), v: Planes, d: Planes, acc: &mut [f32]) {
     for p in 0..PLANES {
-        let (a, b) = (&v[p * v_stride..][..tiles * cin], &d[p * d_stride..][..tiles * cout]);
-        matmul_serial(cin, tiles, cout, a, true, b, false, &mut acc[p * cin * cout..][..cin * cout], true);
+        let (a, b) = (v.plane(p, tiles * cin), d.plane(p, tiles * cout));
+        let c = &mut acc[p * cin * cout..][..cin * cout];
+        matmul_serial((cin, tiles, cout), Mat::Transposed(a), Mat::Plain(b), c, Store::Accumulate);
     }
 }
 
@@ -247,9 +260,9 @@ fn to_planes<const N: usize, T: ToSix<N>>(tl: Tiling, c: usize, m: usize, x: &[f
     })
 }
 
-/// `Aᵀ M A` of every tile of the planes `mm` (stride `stride`, `C` channels) into the pixels of
-/// `out (m, H, W, C)`, written or added; the parts of a block beyond the image are dropped.
-pub(crate) fn transform_output(tl: Tiling, c: usize, m: usize, mm: &[f32], stride: usize, out: &mut [f32], accumulate: bool) {
+/// `Aᵀ M A` of every tile of the planes `mm` (`C` channels) into the pixels of `out (m, H, W, C)`,
+/// written or added; the parts of a block beyond the image are dropped.
+pub(crate) fn transform_output(tl: Tiling, c: usize, m: usize, mm: Planes, out: &mut [f32], store: Store) {
     simd(#[inline(always)] || {
         for img in 0..m {
             let oi = &mut out[img * tl.h * tl.w * c..][..tl.h * tl.w * c];
@@ -258,10 +271,10 @@ pub(crate) fn transform_output(tl: Tiling, c: usize, m: usize, mm: &[f32], strid
                     let t = (img * tl.th + ty) * tl.tw + tx;
                     let full = c / 8 * 8;
                     for cb in (0..full).step_by(8) {
-                        output_tile::<8>(mm, stride, t * c + cb, cb, oi, tl, (ty, tx), c, accumulate);
+                        output_tile::<8>(mm, t * c + cb, cb, oi, tl, (ty, tx), c, store);
                     }
                     for cb in full..c {
-                        output_tile::<1>(mm, stride, t * c + cb, cb, oi, tl, (ty, tx), c, accumulate);
+                        output_tile::<1>(mm, t * c + cb, cb, oi, tl, (ty, tx), c, store);
                     }
                 }
             }
@@ -343,7 +356,8 @@ fn tile_to_planes<const N: usize, const L: usize, T: ToSix<N>>(src: &[[&[f32]; N
 /// to the pixels of the 4×4 block inside the image.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn output_tile<const L: usize>(mm: &[f32], stride: usize, at: usize, cb: usize, out: &mut [f32], tl: Tiling, (ty, tx): (usize, usize), c: usize, accumulate: bool) {
+fn output_tile<const L: usize>(mm: Planes, at: usize, cb: usize, out: &mut [f32], tl: Tiling, (ty, tx): (usize, usize), c: usize, store: Store) {
+    let (mm, stride, accumulate) = (mm.values, mm.stride, store == Store::Accumulate);
     // Columns of the 6×6 tile first: for each row i, Aᵀ over the six columns.
     let mut t = [[[0f32; L]; 4]; 6]; // t[row i][out col b]
     for (i, t) in t.iter_mut().enumerate() {
@@ -372,7 +386,7 @@ fn output_tile<const L: usize>(mm: &[f32], stride: usize, at: usize, cb: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::seq;
+    use crate::seq;
 
     /// Direct 3×3 "same" convolution in f64: `(m, H, W, IN)` with `(3, 3, IN, OUT)`.
     fn direct(h: usize, w: usize, cin: usize, cout: usize, m: usize, x: &[f32], k: &[f32]) -> Vec<f64> {
@@ -410,13 +424,13 @@ mod tests {
             let tl = Tiling::new(h, w);
             let u = transform_kernel(&k, cin, cout);
             let mut out = vec![0f32; want.len()];
-            conv(tl, cin, cout, m, &x, &u, &mut out, false);
+            conv(tl, (cin, cout), m, &x, &u, &mut out, Store::Overwrite);
             let scale = 1.0 + want.iter().fold(0f64, |a, b| a.max(b.abs()));
             for (i, (g, w)) in out.iter().zip(&want).enumerate() {
                 assert!((*g as f64 - w).abs() < 1e-5 * scale, "{h}×{w}×{cin}→{cout} at {i}: {g} vs {w}");
             }
             let mut acc = vec![1f32; want.len()];
-            conv(tl, cin, cout, m, &x, &u, &mut acc, true);
+            conv(tl, (cin, cout), m, &x, &u, &mut acc, Store::Accumulate);
             for (a, o) in acc.iter().zip(&out) {
                 assert!((a - (o + 1.0)).abs() < 1e-5 * (scale as f32), "accumulated: {a} vs {}", o + 1.0);
             }
@@ -435,7 +449,7 @@ mod tests {
             transform_input(tl, cin, m, &x, &mut v, tiles * cin);
             transform_grad(tl, cout, m, &delta, &mut d, tiles * cout);
             let mut planes = vec![0f32; PLANES * cin * cout];
-            kernel_gradient_planes(tiles, cin, cout, &v, tiles * cin, &d, tiles * cout, &mut planes);
+            kernel_gradient_planes(tiles, (cin, cout), Planes { values: &v, stride: tiles * cin }, Planes { values: &d, stride: tiles * cout }, &mut planes);
             let mut gk = vec![0.5f32; 9 * cin * cout];
             add_kernel_gradient(&planes, cin, cout, &mut gk);
             // The definition in f64, and the sum of the magnitudes of each entry's terms (the scale of

@@ -1,32 +1,45 @@
-//! CPU kernels: plain loops over row-major `f32` buffers and one matrix-multiply routine, kept apart from
-//! the readable layers of [`model::layers`](crate::model::layers) that call them (one file per operation,
-//! the way dfdx keeps `tensor_ops/<op>/cpu_kernel.rs`). None of these functions is generic: they are
-//! compiled, optimised, inside this crate, so a network type defined in a notebook cell — whose own code
-//! evcxr compiles without optimisation — still spends its time in optimised loops.
+//! The engine under the `fashion` tutorial crate: CPU kernels as plain loops over row-major `f32`
+//! buffers and one matrix-multiply routine, kept apart from the readable layers of `fashion::model`
+//! that call them (one file per operation, the way dfdx keeps `tensor_ops/<op>/cpu_kernel.rs`). None of
+//! these functions is generic: they are compiled, optimised, in this crate, so a network type defined in
+//! a notebook cell — whose own code evcxr compiles without optimisation — still spends its time in
+//! optimised loops.
 //!
 //! | file | what |
 //! |---|---|
-//! | [`matmul`] | `c = op(a)·op(b)` with the `gemm` crate (AVX-512 picked at run time), column sums |
+//! | [`matmul`] | `c = a·b` with either operand transposed, with the `gemm` crate (AVX-512 picked at run time), column sums |
 //! | [`conv`] | stride-1 convolution + ReLU + max-pool, forward and backward, per group of images and core |
-//! | [`direct`] | 3×3 convolution + ReLU + max-pool of one-channel images computed in registers, forward and backward |
-//! | [`winograd`] | Winograd F(4×4, 3×3) for 3×3 "same" convolutions over several channels: forward, input and kernel gradients |
-//! | [`pool`] | bias + ReLU + max-pool in one pass, and its backward |
+//! | `direct` | 3×3 convolution + ReLU + max-pool of one-channel images computed in registers, forward and backward |
+//! | `winograd` | Winograd F(4×4, 3×3) for 3×3 "same" convolutions over several channels: forward, input and kernel gradients |
+//! | `pool` | bias + ReLU + max-pool in one pass, and its backward |
 //! | [`elementwise`] | ReLU and dropout |
 //! | [`optim`] | Adam and SGD steps over one parameter tensor |
+//! | [`rng`] | SplitMix64, the seeded generator of shuffles and dropout masks |
 //!
 //! Why not dfdx's ops: a dfdx matmul always computes the gradient of both operands (a third of the MLP's
 //! work is the unused gradient of the input images), hands every product to both cores (at the MLP's
 //! batch of 32 the thread hand-off costs more than it saves), and a convolution composed from gather,
-//! reshape and max makes several passes over the activations where one suffices. The README's
-//! "Performance" section measures each step.
+//! reshape and max makes several passes over the activations where one suffices. `crate/PERFORMANCE.md`
+//! measures each step.
 
-pub(crate) mod conv;
-pub(crate) mod direct;
-pub(crate) mod elementwise;
-pub(crate) mod matmul;
-pub(crate) mod optim;
-pub(crate) mod pool;
-pub(crate) mod winograd;
+pub mod conv;
+mod direct;
+pub mod elementwise;
+pub mod matmul;
+pub mod optim;
+mod pool;
+pub mod rng;
+mod winograd;
+
+/// Whether a forward pass keeps what its backward pass needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Inference: nothing is kept.
+    Infer,
+    /// Training: the pass keeps what backward reads.
+    Train,
+}
+
 
 
 /// Runs `f` compiled for AVX-512 (512-bit vectors) or AVX2 + FMA when the CPU has them (checked at run
@@ -64,7 +77,7 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
 /// within microseconds, and waking it costs more than the half it would compute (measured on this
 /// 2-core VM: a 40 µs product split in two took 22 µs back to back, 53 µs with 50 µs of other work
 /// between the splits; from a thread outside the pool every hand-off costs about 20 µs).
-pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     if rayon::current_thread_index().is_some() {
         return f();
@@ -140,11 +153,10 @@ impl std::ops::DerefMut for Buf {
     }
 }
 
-
 /// `n` test values in [-1, 1] from `seed`.
 #[cfg(test)]
 pub(crate) fn seq(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = crate::data::batch_rng(seed);
+    let mut rng = rng::SplitMix64(seed);
     (0..n).map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0).collect()
 }
 
@@ -171,5 +183,4 @@ mod tests {
         assert_eq!(Buf::dirty(10).len(), 10);
         assert_eq!(Buf::dirty(5000).len(), 5000);
     }
-
 }

@@ -9,7 +9,7 @@
 //! ([`NONE`] where ReLU gave 0), so backward hands the gradient to that position without the
 //! pre-activations: one byte per pooled value instead of four floats.
 
-use super::conv::ConvGeom;
+use super::conv::{ConvGeom, ConvGrads};
 use super::simd;
 
 /// The window position of a pooled value whose ReLU gave 0 (no gradient).
@@ -117,8 +117,8 @@ fn forward_block<const L: usize>(g: &ConvGeom, xp: &[f32], kernel: &[f32], bias:
 /// The compiler leaves the choice of each channel's gradient by its byte-sized position scalar (the
 /// pass took 2–7× as long as the forward pass in every form tried), so on CPUs with AVX-512 blocks of
 /// 16 channels are written with its intrinsics; the portable loop handles the rest.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(g: &ConvGeom, padded: &[f32], sel: &[u8], grad_out: &[f32], kernel: &[f32], grad_kernel: &mut [f32], grad_bias: &mut [f32], grad_padded: Option<&mut [f32]>) {
+pub(crate) fn backward(g: &ConvGeom, (padded, sel): (&[f32], &[u8]), grad_out: &[f32], kernel: &[f32], grads: ConvGrads) {
+    let ConvGrads { kernel: grad_kernel, bias: grad_bias, input: grad_padded } = grads;
     // Channels below `from` are done with AVX-512.
     #[cfg(target_arch = "x86_64")]
     let from = if std::is_x86_feature_detected!("avx512f") {
@@ -139,7 +139,6 @@ pub(crate) fn backward(g: &ConvGeom, padded: &[f32], sel: &[u8], grad_out: &[f32
 }
 
 /// [`backward`]'s kernel and bias gradients of channels `from..OUT`, in loops over a pixel's channels.
-#[allow(clippy::too_many_arguments)]
 fn backward_portable(g: &ConvGeom, padded: &[f32], sel: &[u8], grad_out: &[f32], from: usize, grad_kernel: &mut [f32], grad_bias: &mut [f32]) {
     let (cout, (_, wp), (hq, wq)) = (g.cout, padded_hw(g), g.out_hw());
     if from == cout {
@@ -261,7 +260,7 @@ pub(crate) fn unpad_add(g: &ConvGeom, grad_padded: &[f32], grad_x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::seq;
+    use crate::seq;
 
     /// The portable backward over all channels gives the gradients [`backward`] gives (with AVX-512,
     /// where the CPU has it, for blocks of 16): on such a CPU the portable loop otherwise only ever
@@ -278,7 +277,7 @@ mod tests {
         assert!(sel.contains(&NONE) && sel.contains(&3), "both ReLU outcomes and all positions occur");
         let grad_out = seq(out.len(), 4);
         let (mut gk1, mut gb1) = (vec![0.5f32; kernel.len()], vec![0.5f32; g.cout]);
-        backward(&g, &padded, &sel, &grad_out, &kernel, &mut gk1, &mut gb1, None);
+        backward(&g, (&padded, &sel), &grad_out, &kernel, ConvGrads { kernel: &mut gk1, bias: &mut gb1, input: None });
         let (mut gk2, mut gb2) = (vec![0.5f32; kernel.len()], vec![0.5f32; g.cout]);
         backward_portable(&g, &padded, &sel, &grad_out, 0, &mut gk2, &mut gb2);
         for (a, b) in gk1.iter().zip(&gk2).chain(gb1.iter().zip(&gb2)) {
