@@ -12,8 +12,8 @@
 use std::time::Instant;
 
 use fashion::model::WithNetwork;
-use fashion_kernels::matmul::{matmul, Mat, Split, Store};
 use fashion::prelude::*;
+use fashion_kernels::matmul::{matmul, Mat, Split, Store};
 
 /// Multiply-adds per image of the MLP's two weight matrices (784×128 + 128×10): a training step costs
 /// 6 FLOP per weight and image (2 forward, 4 backward), so an epoch is 6 × 101,632 × 60,000 ≈ 37 GFLOP.
@@ -47,7 +47,10 @@ fn run() -> fashion::Result<()> {
         if json {
             println!("{{\"gemm_gflops\": {gflops:.2}, \"threads\": {}}}", threads());
         } else {
-            println!("2048×2048×2048 f32 matrix product (gemm crate, as in our kernels): {gflops:.1} GFLOP/s on {} threads", threads());
+            println!(
+                "2048×2048×2048 f32 matrix product (gemm crate, as in our kernels): {gflops:.1} GFLOP/s on {} threads",
+                threads()
+            );
         }
         return Ok(());
     }

@@ -18,7 +18,8 @@ fn main() -> fashion::Result<()> {
     plot::prediction_grid(&data.test, &p, 10, 10, 42)?.save(format!("{out}/predictions.png"))?;
     plot::image_and_probabilities(&data.test, &p, 0)?.save(format!("{out}/pair.png"))?;
     plot::prediction_pairs(&data.test, &p, 5, 3)?.save(format!("{out}/pairs.png"))?;
-    plot::value_array(&p.row(1).to_owned(), Some(data.test.labels[1] as usize))?.save(format!("{out}/value_array.png"))?;
+    plot::value_array(&p.row(1).to_owned(), Some(data.test.labels[1] as usize))?
+        .save(format!("{out}/value_array.png"))?;
     plot::training_curves(&[("mlp", &h)])?.save(format!("{out}/curves.png"))?;
     plot::confusion_matrix(&cm)?.save(format!("{out}/confusion.png"))?;
     plot::pixel_histograms(&data.train.images, &x)?.save(format!("{out}/histograms.png"))?;
@@ -40,7 +41,8 @@ fn main() -> fashion::Result<()> {
             sweep.add("128 hidden", lr, h.last().and_then(|e| e.val_accuracy).unwrap_or(0.0));
         }
     }
-    plot::spread(&sweep, "validation accuracy after 2 epochs", "learning rate", "val_accuracy", true)?.save(format!("{out}/sweep.png"))?;
+    plot::spread(&sweep, "validation accuracy after 2 epochs", "learning rate", "val_accuracy", true)?
+        .save(format!("{out}/sweep.png"))?;
     println!("figures written to {out}/");
     Ok(())
 }

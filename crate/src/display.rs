@@ -151,11 +151,7 @@ pub fn dataframe_html(df: &DataFrame) -> String {
         }
         h.push_str("</tr>\n");
     }
-    h.push_str(&format!(
-        "</tbody></table>\n<p><small>{} rows × {} columns</small></p>",
-        df.height(),
-        df.width()
-    ));
+    h.push_str(&format!("</tbody></table>\n<p><small>{} rows × {} columns</small></p>", df.height(), df.width()));
     h
 }
 
@@ -176,11 +172,7 @@ mod tests {
 
     #[test]
     fn png_round_trips() {
-        let f = Figure {
-            width: 3,
-            height: 2,
-            rgb: (0..18).map(|i| i as u8 * 10).collect(),
-        };
+        let f = Figure { width: 3, height: 2, rgb: (0..18).map(|i| i as u8 * 10).collect() };
         let png = f.to_png().unwrap();
         let dec = png::Decoder::new(std::io::Cursor::new(png));
         let mut r = dec.read_info().unwrap();
@@ -219,7 +211,9 @@ pub fn kernel_report(optimised: bool, build_folder: Option<&str>) -> String {
                        Select Kernel > Jupyter Kernel > Rust (fashion)) — scripts/setup installs it and \
                        scripts/lab starts JupyterLab with it — then run the notebook again.";
     match (optimised, build_folder) {
-        (true, Some(folder)) => format!("fashion {} ready: dependencies optimised, build folder {folder}", env!("CARGO_PKG_VERSION")),
+        (true, Some(folder)) => {
+            format!("fashion {} ready: dependencies optimised, build folder {folder}", env!("CARGO_PKG_VERSION"))
+        }
         (true, None) => format!("fashion {} ready: dependencies optimised", env!("CARGO_PKG_VERSION")),
         (false, folder) => format!(
             "WARNING: this kernel compiled the fashion crate unoptimised (build folder: {}), so training runs \
@@ -261,7 +255,10 @@ mod kernel_report_tests {
         let ok = kernel_report(true, Some("/p/target/evcxr/2"));
         assert!(ok.contains("ready: dependencies optimised") && ok.contains("target/evcxr/2"), "{ok}");
         let slow = kernel_report(false, None);
-        assert!(slow.starts_with("WARNING") && slow.contains("20 times slower") && slow.contains("Rust (fashion)"), "{slow}");
+        assert!(
+            slow.starts_with("WARNING") && slow.contains("20 times slower") && slow.contains("Rust (fashion)"),
+            "{slow}"
+        );
         assert!(slow.contains("a temporary folder"), "{slow}");
     }
 }

@@ -18,10 +18,7 @@ pub enum Error {
         searched = .searched.iter().map(|p| format!("  - {}", p.display())).collect::<Vec<_>>().join("\n"),
         cause = .download_error.as_ref().map(|e| format!("\nThe automatic download failed too: {e}")).unwrap_or_default()
     )]
-    DatasetNotFound {
-        searched: Vec<PathBuf>,
-        download_error: Option<Box<Error>>,
-    },
+    DatasetNotFound { searched: Vec<PathBuf>, download_error: Option<Box<Error>> },
 
     /// `FASHION_MNIST_DIR` names a folder that lacks some of the four files (no silent fallback).
     #[error(
@@ -32,43 +29,28 @@ pub enum Error {
 
     /// Reading or writing a file failed.
     #[error("cannot access {path}: {source}. Fix: check that the path exists and is readable/writable")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// A `.gz` file that does not decompress (cut short or damaged).
     #[error(
         "{path} is not a valid gzip file ({source}): it is truncated or corrupt. \
          Fix: delete it and download it again (`fashion download`), or reinstall `dataset-fashion-mnist`"
     )]
-    Gzip {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Gzip { path: PathBuf, source: std::io::Error },
 
     /// The first four bytes of an IDX file are not the expected magic number.
     #[error(
         "{path}: wrong magic number {found} (expected {expected}: {what}). \
          Fix: the file is not a Fashion-MNIST {what} file; check the file name or download it again"
     )]
-    BadMagic {
-        path: PathBuf,
-        expected: u32,
-        found: u32,
-        what: &'static str,
-    },
+    BadMagic { path: PathBuf, expected: u32, found: u32, what: &'static str },
 
     /// The IDX header is shorter than it claims, or the body is shorter than the header says.
     #[error(
         "{path}: truncated IDX file: {needed} bytes needed, {actual} present. \
          Fix: the file was cut short; delete it and download it again"
     )]
-    Truncated {
-        path: PathBuf,
-        needed: u64,
-        actual: u64,
-    },
+    Truncated { path: PathBuf, needed: u64, actual: u64 },
 
     /// The IDX file has data after its last item, or the dimensions are not 28×28.
     #[error("{path}: {reason}. Fix: use the original Fashion-MNIST files")]
@@ -79,23 +61,14 @@ pub enum Error {
         "{images} holds {n_images} images but {labels} holds {n_labels} labels. \
          Fix: the two files come from different sets (train vs t10k?) or one is damaged; download both again"
     )]
-    CountMismatch {
-        images: PathBuf,
-        labels: PathBuf,
-        n_images: usize,
-        n_labels: usize,
-    },
+    CountMismatch { images: PathBuf, labels: PathBuf, n_images: usize, n_labels: usize },
 
     /// A label is not one of the ten classes.
     #[error(
         "{path}: label {label} at index {index} is out of range (classes are 0..=9). \
          Fix: the label file is corrupt or not a Fashion-MNIST file; download it again"
     )]
-    LabelOutOfRange {
-        path: PathBuf,
-        index: usize,
-        label: u8,
-    },
+    LabelOutOfRange { path: PathBuf, index: usize, label: u8 },
 
     /// A downloaded (or verified) file does not have the published content.
     #[error(
@@ -103,11 +76,7 @@ pub enum Error {
          Fix: the download is damaged or the mirror serves other data; the file was not kept, try again \
          or set FASHION_MNIST_URL to another mirror"
     )]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Checksum { path: PathBuf, expected: String, actual: String },
 
     /// The HTTP transfer failed.
     #[error("download of {url} failed: {reason}. Fix: check the network or set FASHION_MNIST_URL to a mirror")]
@@ -123,7 +92,9 @@ pub enum Error {
     Setting { setting: &'static str, reason: String },
 
     /// `fit` before `compile`.
-    #[error("the model has no optimizer yet. Fix: call model.compile(Adam::default()) (or another optimizer) before fit()")]
+    #[error(
+        "the model has no optimizer yet. Fix: call model.compile(Adam::default()) (or another optimizer) before fit()"
+    )]
     NotCompiled,
 
     /// A label that is not one of the ten classes, in labels given to `fit`, `evaluate` or a metric.
@@ -150,11 +121,7 @@ pub enum Error {
         "{path}: these weights do not fit the `{model}` model: {reason}. \
          Fix: load them into the network type they were trained with"
     )]
-    WeightsMismatch {
-        path: PathBuf,
-        model: String,
-        reason: String,
-    },
+    WeightsMismatch { path: PathBuf, model: String, reason: String },
 
     /// A weights file that cannot be read or written.
     #[error("{path}: {reason}. Fix: check the path; weights are written by `fit` + `save` (model.safetensors)")]
@@ -183,9 +150,6 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }

@@ -52,22 +52,22 @@ pub fn param<T: std::str::FromStr + std::fmt::Display>(name: &str, default: T) -
 /// Everything a notebook cell uses.
 pub mod prelude {
     pub use crate::data::{load_data, normalize, sample_indices, shape_str, Dataset, FashionMnist, CLASS_NAMES};
+    pub use crate::display::{setup_notebook, EvcxrDisplay, Figure, Html, Table};
     pub use crate::error::{Error, Result};
     pub use crate::metrics::compare;
-    pub use crate::param;
+    pub use crate::metrics::{ConfusionMatrix, Spread};
     pub use crate::model::{
         AddChannel, Arch, CnnArch, ConvReluPool, DeepMlpArch, Dev, DropoutOneIn, Flatten, Images, Linear, LinearArch,
         Logits, MlpArch, Network, ReLU,
     };
+    pub use crate::param;
+    pub use crate::plot;
     pub use crate::runs::{self, Run};
     pub use crate::train::{
         Adam, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
     };
-    pub use crate::display::{setup_notebook, EvcxrDisplay, Figure, Html, Table};
     /// The dfdx names cells use to build and call a typed network directly.
     pub use dfdx::prelude::{Const, DeviceBuildExt, HasShape, Module, Shape, ZerosTensor};
-    pub use crate::metrics::{ConfusionMatrix, Spread};
-    pub use crate::plot;
     pub use ndarray::{s, Array1, Array2, Array3, Axis};
     pub use polars::prelude::DataFrame;
 }

@@ -155,13 +155,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             let num = |x: Option<f64>| x.map(|x| format!("{x:.4}")).unwrap_or_default();
             if !runs.is_empty() {
-                println!("{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}", "name", "created (UTC)", "model", "epochs", "lr", "loss", "accuracy", "val_loss", "val_acc");
+                println!(
+                    "{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}",
+                    "name", "created (UTC)", "model", "epochs", "lr", "loss", "accuracy", "val_loss", "val_acc"
+                );
             }
             for fashion::runs::Run { name, record: r, .. } in &runs {
                 println!(
                     "{:<24} {:<19} {:<8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}",
-                    name, r.created_utc, r.model, r.epochs_run, r.learning_rate,
-                    num(r.loss), num(r.accuracy), num(r.val_loss), num(r.val_accuracy)
+                    name,
+                    r.created_utc,
+                    r.model,
+                    r.epochs_run,
+                    r.learning_rate,
+                    num(r.loss),
+                    num(r.accuracy),
+                    num(r.val_loss),
+                    num(r.val_accuracy)
                 );
             }
         }
@@ -176,7 +186,9 @@ impl WithNetwork for TrainArgs {
     fn run<N: Network>(self, arch: Arch) -> Result<()> {
         let optimizer: Optimizer = match self.optimizer {
             OptimizerName::Adam => Adam { learning_rate: self.lr.unwrap_or(Adam::default().learning_rate) }.into(),
-            OptimizerName::Sgd => Sgd { learning_rate: self.lr.unwrap_or(Sgd::default().learning_rate), ..Sgd::default() }.into(),
+            OptimizerName::Sgd => {
+                Sgd { learning_rate: self.lr.unwrap_or(Sgd::default().learning_rate), ..Sgd::default() }.into()
+            }
         };
         let d = data::load_data()?;
         println!("Data: {}", d.source.display());
@@ -254,10 +266,7 @@ impl WithNetwork for Predict {
     fn run<N: Network>(self, arch: Arch) -> Result<()> {
         let (d, index) = (data::load_data()?, self.index);
         if index >= d.test.len() {
-            return Err(Error::InvalidArgument(format!(
-                "--index {index} is past the {} test images",
-                d.test.len()
-            )));
+            return Err(Error::InvalidArgument(format!("--index {index} is past the {} test images", d.test.len())));
         }
         let mut m = Model::<N>::new(0)?.named(arch.name());
         m.load_weights(&self.weights)?;

@@ -18,11 +18,7 @@ impl ConfusionMatrix {
     /// From true labels and predicted classes.
     pub fn from_predictions(labels: &Array1<u8>, predicted: &Array1<u8>) -> Result<Self> {
         if labels.len() != predicted.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} labels but {} predictions",
-                labels.len(),
-                predicted.len()
-            )));
+            return Err(Error::InvalidArgument(format!("{} labels but {} predictions", labels.len(), predicted.len())));
         }
         crate::data::check_labels(&labels.to_vec())?;
         crate::data::check_labels(&predicted.to_vec())?;
@@ -63,11 +59,8 @@ impl ConfusionMatrix {
     pub fn per_class(&self) -> Result<DataFrame> {
         let p: Vec<f64> = (0..NUM_CLASSES).map(|c| self.precision(c)).collect();
         let r: Vec<f64> = (0..NUM_CLASSES).map(|c| self.recall(c)).collect();
-        let f1: Vec<f64> = p
-            .iter()
-            .zip(&r)
-            .map(|(p, r)| if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 })
-            .collect();
+        let f1: Vec<f64> =
+            p.iter().zip(&r).map(|(p, r)| if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 }).collect();
         let support: Vec<u64> = (0..NUM_CLASSES).map(|c| self.counts.row(c).sum() as u64).collect();
         df!(
             "class" => (0..NUM_CLASSES as u32).collect::<Vec<u32>>(),
@@ -117,9 +110,8 @@ pub fn confident_mistakes(labels: &Array1<u8>, probs: &Array2<f32>, n: usize) ->
 /// seconds_per_epoch` (from the last epoch of each history).
 pub fn compare(runs: &[(&str, &History)]) -> Result<DataFrame> {
     let last = |h: &History| h.last().copied();
-    let col = |f: fn(&EpochLog) -> Option<f64>| {
-        runs.iter().map(|(_, h)| last(h).and_then(|e| f(&e))).collect::<Vec<_>>()
-    };
+    let col =
+        |f: fn(&EpochLog) -> Option<f64>| runs.iter().map(|(_, h)| last(h).and_then(|e| f(&e))).collect::<Vec<_>>();
     df!(
         "model" => runs.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
         "epochs" => runs.iter().map(|(_, h)| h.epochs.len() as u32).collect::<Vec<_>>(),
@@ -222,7 +214,14 @@ mod tests {
     #[test]
     fn compare_has_a_row_per_run() {
         let h = History {
-            epochs: vec![EpochLog { epoch: 1, loss: 0.5, accuracy: 0.8, val_loss: None, val_accuracy: None, seconds: 1.0 }],
+            epochs: vec![EpochLog {
+                epoch: 1,
+                loss: 0.5,
+                accuracy: 0.8,
+                val_loss: None,
+                val_accuracy: None,
+                seconds: 1.0,
+            }],
             ..Default::default()
         };
         let c = compare(&[("a", &h), ("b", &h)]).unwrap();

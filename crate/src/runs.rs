@@ -78,8 +78,18 @@ pub fn load_all(root: impl AsRef<Path>) -> Result<Vec<Run>> {
 }
 
 /// The settings [`table`] shows before the runs' own parameters, and the results after them.
-const SETTINGS: [&str; 10] =
-    ["name", "created_utc", "model", "network", "epochs_run", "batch_size", "optimizer", "learning_rate", "seed", "validation_split"];
+const SETTINGS: [&str; 10] = [
+    "name",
+    "created_utc",
+    "model",
+    "network",
+    "epochs_run",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "seed",
+    "validation_split",
+];
 const RESULTS: [&str; 6] = ["loss", "accuracy", "val_loss", "val_accuracy", "best_epoch", "seconds"];
 
 /// Every run in `root` as a table, newest first: the main settings, the parameters the runs recorded
@@ -117,8 +127,10 @@ fn columns(runs: &[Run], keys: &[String]) -> Result<DataFrame> {
     let columns: Vec<Column> = keys
         .iter()
         .map(|k| {
-            let values: Vec<Option<&Value>> =
-                fields.iter().map(|f| f.iter().find(|(key, _)| key == k).map(|(_, v)| v).filter(|v| !v.is_null())).collect();
+            let values: Vec<Option<&Value>> = fields
+                .iter()
+                .map(|f| f.iter().find(|(key, _)| key == k).map(|(_, v)| v).filter(|v| !v.is_null()))
+                .collect();
             let name = k.as_str().into();
             if values.iter().flatten().all(|v| v.is_u64() || v.is_i64()) {
                 Column::new(name, values.iter().map(|v| v.and_then(Value::as_i64)).collect::<Vec<_>>())

@@ -21,7 +21,9 @@ impl EventWriter {
     /// Creates `dir/events.out.tfevents.<seconds>.<host>` (the name TensorBoard looks for).
     pub fn create(dir: &Path) -> Result<EventWriter> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
         let path = dir.join(format!("events.out.tfevents.{}.{host}", now().floor() as u64));
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         let mut w = EventWriter { path, file: std::io::BufWriter::new(file) };

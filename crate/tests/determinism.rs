@@ -7,7 +7,18 @@ use std::process::Command;
 
 fn train(model: &str, threads: usize, out: &Path) -> (Vec<u8>, Vec<String>) {
     let status = Command::new(env!("CARGO_BIN_EXE_fashion"))
-        .args(["train", "--model", model, "--epochs", "2", "--train-subset", "640", "--validation-split", "0.25", "--out"])
+        .args([
+            "train",
+            "--model",
+            model,
+            "--epochs",
+            "2",
+            "--train-subset",
+            "640",
+            "--validation-split",
+            "0.25",
+            "--out",
+        ])
         .arg(out)
         .env("RAYON_NUM_THREADS", threads.to_string())
         .stdout(std::process::Stdio::null())
@@ -25,7 +36,8 @@ fn train(model: &str, threads: usize, out: &Path) -> (Vec<u8>, Vec<String>) {
 fn same_seed_same_weights_whatever_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     for model in ["cnn", "mlp"] {
-        let runs: Vec<_> = [1, 2, 3].iter().map(|&t| train(model, t, &dir.path().join(format!("{model}-{t}")))).collect();
+        let runs: Vec<_> =
+            [1, 2, 3].iter().map(|&t| train(model, t, &dir.path().join(format!("{model}-{t}")))).collect();
         assert_eq!(runs[0].1.len(), 3, "{model}: header and two epochs");
         for (t, run) in [2, 3].iter().zip(&runs[1..]) {
             assert_eq!(run.1, runs[0].1, "{model}: history with {t} threads differs from 1 thread");

@@ -13,7 +13,14 @@ fn models() -> [Model<MlpArch>; 2] {
 }
 
 fn history(n: usize) -> History {
-    let row = |e| fashion::train::EpochLog { epoch: e, loss: 1.0, accuracy: 0.5, val_loss: None, val_accuracy: None, seconds: 0.1 };
+    let row = |e| fashion::train::EpochLog {
+        epoch: e,
+        loss: 1.0,
+        accuracy: 0.5,
+        val_loss: None,
+        val_accuracy: None,
+        seconds: 0.1,
+    };
     History { epochs: (1..=n).map(row).collect(), ..Default::default() }
 }
 

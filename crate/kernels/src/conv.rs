@@ -10,7 +10,6 @@ use super::pool::{relu_max_pool, relu_max_pool_backward};
 use super::winograd::{self, flip_kernel, plane_stride, transform_kernel, Planes, Tiling, PLANES};
 use super::{direct, simd, Buf, Pass};
 
-
 /// Geometry of a stride-1 `K×K` convolution with `P` pixels of zero padding followed by ReLU and a
 /// `POOL×POOL` max-pool with stride `POOL` (floor, like Keras' `padding="valid"`), on NHWC images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,65 +57,71 @@ impl ConvGeom {
 /// window at output pixel `(i, j)`, zeros where the window reaches into the padding.
 #[inline(never)]
 pub(crate) fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
-    simd(#[inline(always)] || {
-        let (ho, wo) = g.conv_hw();
-        let (k, c) = (g.k, g.cin);
-        for i in 0..ho {
-            for j in 0..wo {
-                let row = &mut cols[(i * wo + j) * g.patch()..][..g.patch()];
-                for di in 0..k {
-                    let r = (i + di).wrapping_sub(g.p);
-                    let dst = &mut row[di * k * c..][..k * c];
-                    if r >= g.h {
-                        dst.fill(0.0);
-                    } else if j >= g.p && j + k - g.p <= g.w {
-                        // The whole window row is inside the image: K·IN contiguous values (NHWC).
-                        dst.copy_from_slice(&x[(r * g.w + j - g.p) * c..][..k * c]);
-                    } else {
-                        for dj in 0..k {
-                            let col = (j + dj).wrapping_sub(g.p);
-                            let d = &mut dst[dj * c..][..c];
-                            if col >= g.w {
-                                d.fill(0.0);
-                            } else {
-                                d.copy_from_slice(&x[(r * g.w + col) * c..][..c]);
+    simd(
+        #[inline(always)]
+        || {
+            let (ho, wo) = g.conv_hw();
+            let (k, c) = (g.k, g.cin);
+            for i in 0..ho {
+                for j in 0..wo {
+                    let row = &mut cols[(i * wo + j) * g.patch()..][..g.patch()];
+                    for di in 0..k {
+                        let r = (i + di).wrapping_sub(g.p);
+                        let dst = &mut row[di * k * c..][..k * c];
+                        if r >= g.h {
+                            dst.fill(0.0);
+                        } else if j >= g.p && j + k - g.p <= g.w {
+                            // The whole window row is inside the image: K·IN contiguous values (NHWC).
+                            dst.copy_from_slice(&x[(r * g.w + j - g.p) * c..][..k * c]);
+                        } else {
+                            for dj in 0..k {
+                                let col = (j + dj).wrapping_sub(g.p);
+                                let d = &mut dst[dj * c..][..c];
+                                if col >= g.w {
+                                    d.fill(0.0);
+                                } else {
+                                    d.copy_from_slice(&x[(r * g.w + col) * c..][..c]);
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The adjoint of [`im2col`]: adds each window row of `cols` back onto the pixels it came from.
 #[inline(never)]
 pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
-    simd(#[inline(always)] || {
-        let (ho, wo) = g.conv_hw();
-        let (k, c) = (g.k, g.cin);
-        for i in 0..ho {
-            for j in 0..wo {
-                let row = &cols[(i * wo + j) * g.patch()..][..g.patch()];
-                for di in 0..k {
-                    let r = (i + di).wrapping_sub(g.p);
-                    if r >= g.h {
-                        continue;
-                    }
-                    for dj in 0..k {
-                        let col = (j + dj).wrapping_sub(g.p);
-                        if col >= g.w {
+    simd(
+        #[inline(always)]
+        || {
+            let (ho, wo) = g.conv_hw();
+            let (k, c) = (g.k, g.cin);
+            for i in 0..ho {
+                for j in 0..wo {
+                    let row = &cols[(i * wo + j) * g.patch()..][..g.patch()];
+                    for di in 0..k {
+                        let r = (i + di).wrapping_sub(g.p);
+                        if r >= g.h {
                             continue;
                         }
-                        let src = &row[(di * k + dj) * c..][..c];
-                        for (d, s) in dx[(r * g.w + col) * c..][..c].iter_mut().zip(src) {
-                            *d += s;
+                        for dj in 0..k {
+                            let col = (j + dj).wrapping_sub(g.p);
+                            if col >= g.w {
+                                continue;
+                            }
+                            let src = &row[(di * k + dj) * c..][..c];
+                            for (d, s) in dx[(r * g.w + col) * c..][..c].iter_mut().zip(src) {
+                                *d += s;
+                            }
                         }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Winograd F(4×4, 3×3) is used for 3×3 convolutions with one pixel of padding and several input
@@ -157,7 +162,13 @@ enum GroupSaved {
 /// convolution (im2col and one matrix product, Winograd, or with one input channel the direct
 /// convolution) and the pooling for its group alone, so the two cores meet once per layer instead of
 /// inside every product. Inference goes in chunks of a few images to bound memory.
-pub fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], (kernel, bias): (&[f32], &[f32]), pass: Pass) -> (Vec<f32>, Option<Saved>) {
+pub fn conv_relu_pool_forward(
+    g: &ConvGeom,
+    batch: usize,
+    x: &[f32],
+    (kernel, bias): (&[f32], &[f32]),
+    pass: Pass,
+) -> (Vec<f32>, Option<Saved>) {
     let train = pass == Pass::Train;
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = GROUP;
@@ -194,14 +205,28 @@ pub fn conv_relu_pool_forward(g: &ConvGeom, batch: usize, x: &[f32], (kernel, bi
                     Some(u) => {
                         let v = &mut cols[at * tl.per_image() * g.cin..];
                         winograd::transform_input(tl, g.cin, m, xs, v, stride);
-                        winograd::conv_planes(tl, (g.cin, cout), m, Planes { values: v, stride }, u, pre, Store::Overwrite);
+                        winograd::conv_planes(
+                            tl,
+                            (g.cin, cout),
+                            m,
+                            Planes { values: v, stride },
+                            u,
+                            pre,
+                            Store::Overwrite,
+                        );
                     }
                     None => {
                         let cols = &mut cols[at * pix * patch..(at + m) * pix * patch];
                         for (c, xi) in cols.chunks_exact_mut(pix * patch).zip(xs.chunks_exact(in_len)) {
                             im2col(g, xi, c);
                         }
-                        matmul_serial((m * pix, patch, cout), Mat::Plain(cols), Mat::Plain(kernel), pre, Store::Overwrite);
+                        matmul_serial(
+                            (m * pix, patch, cout),
+                            Mat::Plain(cols),
+                            Mat::Plain(kernel),
+                            pre,
+                            Store::Overwrite,
+                        );
                     }
                 }
                 for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
@@ -225,7 +250,13 @@ pub struct ConvGrads<'a> {
 /// Backward pass: from the gradient of the pooled output, adds the kernel, bias and (when asked)
 /// input gradients into `grads`. Each group of images of the forward pass is one task; their kernel
 /// and bias gradients are added in group order.
-pub fn conv_relu_pool_backward(g: &ConvGeom, saved: &Saved, grad_out: &[f32], (kernel, bias): (&[f32], &[f32]), grads: ConvGrads) {
+pub fn conv_relu_pool_backward(
+    g: &ConvGeom,
+    saved: &Saved,
+    grad_out: &[f32],
+    (kernel, bias): (&[f32], &[f32]),
+    grads: ConvGrads,
+) {
     let ConvGrads { kernel: grad_kernel, bias: grad_bias, input: grad_x } = grads;
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = saved.per;
@@ -259,18 +290,32 @@ pub fn conv_relu_pool_backward(g: &ConvGeom, saved: &Saved, grad_out: &[f32], (k
                 }
             };
             let mut grad_pre = Buf::dirty(n * pix * cout);
-            for ((gp, p), go) in grad_pre.chunks_exact_mut(pix * cout).zip(pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len)) {
+            for ((gp, p), go) in
+                grad_pre.chunks_exact_mut(pix * cout).zip(pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len))
+            {
                 relu_max_pool_backward(g, p, bias, go, gp);
             }
             let mut gb = vec![0f32; cout];
             add_column_sums(&grad_pre, &mut gb);
             if !wino {
                 let mut gk = vec![0f32; patch * cout];
-                matmul_serial((patch, n * pix, cout), Mat::Transposed(cols), Mat::Plain(&grad_pre), &mut gk, Store::Overwrite);
+                matmul_serial(
+                    (patch, n * pix, cout),
+                    Mat::Transposed(cols),
+                    Mat::Plain(&grad_pre),
+                    &mut gk,
+                    Store::Overwrite,
+                );
                 if let Some(dx) = dx.as_deref_mut() {
                     let mut grad_cols = Buf::dirty(n * pix * patch);
                     let dims = (n * pix, cout, patch);
-                    matmul_serial(dims, Mat::Plain(&grad_pre), Mat::Transposed(kernel), &mut grad_cols, Store::Overwrite);
+                    matmul_serial(
+                        dims,
+                        Mat::Plain(&grad_pre),
+                        Mat::Transposed(kernel),
+                        &mut grad_cols,
+                        Store::Overwrite,
+                    );
                     for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
                         col2im_add(g, c, d);
                     }
@@ -287,7 +332,13 @@ pub fn conv_relu_pool_backward(g: &ConvGeom, saved: &Saved, grad_out: &[f32], (k
                 let mut d = Buf::dirty(PLANES * d_stride);
                 winograd::transform_grad(tl, cout, m, gp, &mut d, d_stride);
                 let v = Planes { values: &cols[start * tiles * g.cin..], stride: v_stride };
-                winograd::kernel_gradient_planes(m * tiles, (g.cin, cout), v, Planes { values: &d, stride: d_stride }, &mut planes);
+                winograd::kernel_gradient_planes(
+                    m * tiles,
+                    (g.cin, cout),
+                    v,
+                    Planes { values: &d, stride: d_stride },
+                    &mut planes,
+                );
                 if let (Some(dx), Some(u)) = (dx.as_deref_mut(), &u_back) {
                     let dx = &mut dx[start * in_len..(start + m) * in_len];
                     winograd::conv(tl, (cout, g.cin), m, gp, u, dx, Store::Accumulate);
@@ -316,8 +367,6 @@ mod tests {
     use super::*;
     use crate::seq;
 
-
-
     /// col2im is the adjoint of im2col: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩, with and without padding.
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
@@ -334,7 +383,6 @@ mod tests {
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
         }
     }
-
 }
 
 #[cfg(test)]
@@ -363,27 +411,52 @@ mod timing {
         const STEP: crate::optim::AdamStep = crate::optim::AdamStep { t: 3, lr: 1e-3, betas: (0.9, 0.999), eps: 1e-7 };
         time("adam 3136×128 (2 threads)", 50, || crate::optim::adam(&STEP, &mut p, &mut gr, &mut m, &mut v));
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        pool.install(|| time("adam 3136×128 (1 thread)", 50, || crate::optim::adam(&STEP, &mut p, &mut gr, &mut m, &mut v)));
         pool.install(|| {
-            for g in [ConvGeom { h: 28, w: 28, cin: 1, cout: 32, k: 3, p: 1, pool: 2 }, ConvGeom { h: 14, w: 14, cin: 32, cout: 64, k: 3, p: 1, pool: 2 }] {
+            time("adam 3136×128 (1 thread)", 50, || crate::optim::adam(&STEP, &mut p, &mut gr, &mut m, &mut v))
+        });
+        pool.install(|| {
+            for g in [
+                ConvGeom { h: 28, w: 28, cin: 1, cout: 32, k: 3, p: 1, pool: 2 },
+                ConvGeom { h: 14, w: 14, cin: 32, cout: 64, k: 3, p: 1, pool: 2 },
+            ] {
                 let b = 64;
                 let x = seq(b * g.in_len(), 1);
                 let kernel = seq(g.patch() * g.cout, 2);
                 let bias = seq(g.cout, 3);
                 let gout = seq(b * g.out_len(), 4);
                 eprintln!("{g:?}");
-                time("forward (inference)", 20, || drop(conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Infer)));
+                time("forward (inference)", 20, || {
+                    drop(conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Infer))
+                });
                 time("forward (train)", 20, || drop(conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Train)));
                 let (_, saved) = conv_relu_pool_forward(&g, b, &x, (&kernel, &bias), Pass::Train);
                 let saved = saved.unwrap();
                 let (mut gk, mut gb, mut gx) = (vec![0f32; kernel.len()], vec![0f32; g.cout], vec![0f32; x.len()]);
-                time("backward, no input gradient", 20, || conv_relu_pool_backward(&g, &saved, &gout, (&kernel, &bias), ConvGrads { kernel: &mut gk, bias: &mut gb, input: None }));
-                time("backward", 20, || conv_relu_pool_backward(&g, &saved, &gout, (&kernel, &bias), ConvGrads { kernel: &mut gk, bias: &mut gb, input: Some(&mut gx) }));
+                time("backward, no input gradient", 20, || {
+                    conv_relu_pool_backward(
+                        &g,
+                        &saved,
+                        &gout,
+                        (&kernel, &bias),
+                        ConvGrads { kernel: &mut gk, bias: &mut gb, input: None },
+                    )
+                });
+                time("backward", 20, || {
+                    conv_relu_pool_backward(
+                        &g,
+                        &saved,
+                        &gout,
+                        (&kernel, &bias),
+                        ConvGrads { kernel: &mut gk, bias: &mut gb, input: Some(&mut gx) },
+                    )
+                });
                 let pre = seq(g.pixels() * g.cout, 5);
                 let mut o = vec![0f32; g.out_len()];
                 let mut gp = vec![0f32; g.pixels() * g.cout];
                 time("  pool forward ×64", 20, || (0..b).for_each(|_| relu_max_pool(&g, &pre, &bias, &mut o)));
-                time("  pool backward ×64", 20, || (0..b).for_each(|_| relu_max_pool_backward(&g, &pre, &bias, &o, &mut gp)));
+                time("  pool backward ×64", 20, || {
+                    (0..b).for_each(|_| relu_max_pool_backward(&g, &pre, &bias, &o, &mut gp))
+                });
                 if winograd_applies(&g) {
                     let tl = Tiling::new(g.h, g.w);
                     let t = tl.per_image() * 8;
@@ -394,12 +467,37 @@ mod timing {
                     time("  transform_kernel", 20, || drop(transform_kernel(&kernel, g.cin, g.cout)));
                     let mut acc = vec![0f32; u.len()];
                     time("  add_kernel_gradient", 20, || winograd::add_kernel_gradient(&u, g.cin, g.cout, &mut acc));
-                    time("  transform_input ×8", 20, || (0..8).for_each(|_| winograd::transform_input(tl, g.cin, 8, &x, &mut v, vs)));
-                    time("  transform_grad ×8", 20, || (0..8).for_each(|_| winograd::transform_grad(tl, g.cout, 8, &x, &mut d, ds)));
-                    time("  transform_output ×8", 20, || (0..8).for_each(|_| winograd::transform_output(tl, g.cout, 8, Planes { values: &d, stride: ds }, &mut gx, Store::Overwrite)));
-                    time("  36 products ×8", 20, || (0..8).for_each(|_| for p in 0..PLANES {
-                        matmul_serial((t, g.cin, g.cout), Mat::Plain(&v[p * vs..][..t * g.cin]), Mat::Plain(&u[p * g.cin * g.cout..][..g.cin * g.cout]), &mut d[p * ds..][..t * g.cout], Store::Overwrite);
-                    }));
+                    time("  transform_input ×8", 20, || {
+                        (0..8).for_each(|_| winograd::transform_input(tl, g.cin, 8, &x, &mut v, vs))
+                    });
+                    time("  transform_grad ×8", 20, || {
+                        (0..8).for_each(|_| winograd::transform_grad(tl, g.cout, 8, &x, &mut d, ds))
+                    });
+                    time("  transform_output ×8", 20, || {
+                        (0..8).for_each(|_| {
+                            winograd::transform_output(
+                                tl,
+                                g.cout,
+                                8,
+                                Planes { values: &d, stride: ds },
+                                &mut gx,
+                                Store::Overwrite,
+                            )
+                        })
+                    });
+                    time("  36 products ×8", 20, || {
+                        (0..8).for_each(|_| {
+                            for p in 0..PLANES {
+                                matmul_serial(
+                                    (t, g.cin, g.cout),
+                                    Mat::Plain(&v[p * vs..][..t * g.cin]),
+                                    Mat::Plain(&u[p * g.cin * g.cout..][..g.cin * g.cout]),
+                                    &mut d[p * ds..][..t * g.cout],
+                                    Store::Overwrite,
+                                );
+                            }
+                        })
+                    });
                 }
             }
         });

@@ -49,26 +49,44 @@ pub(crate) fn pad(g: &ConvGeom, x: &[f32], padded: &mut [f32]) {
 /// Forward pass of the padded images `padded` (from [`pad`]); `kernel` is `(3, 3, OUT)`. Writes the
 /// pooled images `out (n, H'/POOL, W'/POOL, OUT)` and, when given, `sel` (same shape): the window
 /// position (row-major, the first on ties) of each pooled maximum, or [`NONE`].
-pub(crate) fn forward(g: &ConvGeom, padded: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32], mut sel: Option<&mut [u8]>) {
-    simd(#[inline(always)] || {
-        let cout = g.cout;
-        let full = cout / 16 * 16;
-        for (img, xp) in padded.chunks_exact(padded_len(g)).enumerate() {
-            let o = &mut out[img * g.out_len()..][..g.out_len()];
-            let mut s = sel.as_deref_mut().map(|s| &mut s[img * g.out_len()..][..g.out_len()]);
-            for cb in (0..full).step_by(16) {
-                forward_block::<16>(g, xp, kernel, bias, cb, o, s.as_deref_mut());
+pub(crate) fn forward(
+    g: &ConvGeom,
+    padded: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    mut sel: Option<&mut [u8]>,
+) {
+    simd(
+        #[inline(always)]
+        || {
+            let cout = g.cout;
+            let full = cout / 16 * 16;
+            for (img, xp) in padded.chunks_exact(padded_len(g)).enumerate() {
+                let o = &mut out[img * g.out_len()..][..g.out_len()];
+                let mut s = sel.as_deref_mut().map(|s| &mut s[img * g.out_len()..][..g.out_len()]);
+                for cb in (0..full).step_by(16) {
+                    forward_block::<16>(g, xp, kernel, bias, cb, o, s.as_deref_mut());
+                }
+                for cb in full..cout {
+                    forward_block::<1>(g, xp, kernel, bias, cb, o, s.as_deref_mut());
+                }
             }
-            for cb in full..cout {
-                forward_block::<1>(g, xp, kernel, bias, cb, o, s.as_deref_mut());
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `L` output channels from `cb` of one image. (Fixed-size arrays the compiler keeps in registers.)
 #[inline(always)]
-fn forward_block<const L: usize>(g: &ConvGeom, xp: &[f32], kernel: &[f32], bias: &[f32], cb: usize, out: &mut [f32], mut sel: Option<&mut [u8]>) {
+fn forward_block<const L: usize>(
+    g: &ConvGeom,
+    xp: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    cb: usize,
+    out: &mut [f32],
+    mut sel: Option<&mut [u8]>,
+) {
     let (_, wp) = padded_hw(g);
     let (hq, wq) = g.out_hw();
     let kb: [[f32; L]; K * K] = std::array::from_fn(|ab| kernel[ab * g.cout + cb..][..L].try_into().unwrap());
@@ -117,7 +135,13 @@ fn forward_block<const L: usize>(g: &ConvGeom, xp: &[f32], kernel: &[f32], bias:
 /// The compiler leaves the choice of each channel's gradient by its byte-sized position scalar (the
 /// pass took 2–7× as long as the forward pass in every form tried), so on CPUs with AVX-512 blocks of
 /// 16 channels are written with its intrinsics; the portable loop handles the rest.
-pub(crate) fn backward(g: &ConvGeom, (padded, sel): (&[f32], &[u8]), grad_out: &[f32], kernel: &[f32], grads: ConvGrads) {
+pub(crate) fn backward(
+    g: &ConvGeom,
+    (padded, sel): (&[f32], &[u8]),
+    grad_out: &[f32],
+    kernel: &[f32],
+    grads: ConvGrads,
+) {
     let ConvGrads { kernel: grad_kernel, bias: grad_bias, input: grad_padded } = grads;
     // Channels below `from` are done with AVX-512.
     #[cfg(target_arch = "x86_64")]
@@ -139,37 +163,48 @@ pub(crate) fn backward(g: &ConvGeom, (padded, sel): (&[f32], &[u8]), grad_out: &
 }
 
 /// [`backward`]'s kernel and bias gradients of channels `from..OUT`, in loops over a pixel's channels.
-fn backward_portable(g: &ConvGeom, padded: &[f32], sel: &[u8], grad_out: &[f32], from: usize, grad_kernel: &mut [f32], grad_bias: &mut [f32]) {
+fn backward_portable(
+    g: &ConvGeom,
+    padded: &[f32],
+    sel: &[u8],
+    grad_out: &[f32],
+    from: usize,
+    grad_kernel: &mut [f32],
+    grad_bias: &mut [f32],
+) {
     let (cout, (_, wp), (hq, wq)) = (g.cout, padded_hw(g), g.out_hw());
     if from == cout {
         return;
     }
     let mut gp = vec![0f32; cout - from];
-    simd(#[inline(always)] || {
-        for (img, xp) in padded.chunks_exact(padded_len(g)).enumerate() {
-            for i in 0..hq {
-                for j in 0..wq {
-                    let at = img * g.out_len() + (i * wq + j) * cout;
-                    let (s, go) = (&sel[at + from..at + cout], &grad_out[at + from..at + cout]);
-                    for ((b, s), go) in grad_bias[from..].iter_mut().zip(s).zip(go) {
-                        *b += if *s != NONE { *go } else { 0.0 };
-                    }
-                    for pos in 0..g.pool * g.pool {
-                        for ((d, s), go) in gp.iter_mut().zip(s).zip(go) {
-                            *d = if *s as usize == pos { *go } else { 0.0 };
+    simd(
+        #[inline(always)]
+        || {
+            for (img, xp) in padded.chunks_exact(padded_len(g)).enumerate() {
+                for i in 0..hq {
+                    for j in 0..wq {
+                        let at = img * g.out_len() + (i * wq + j) * cout;
+                        let (s, go) = (&sel[at + from..at + cout], &grad_out[at + from..at + cout]);
+                        for ((b, s), go) in grad_bias[from..].iter_mut().zip(s).zip(go) {
+                            *b += if *s != NONE { *go } else { 0.0 };
                         }
-                        let (y, x) = (i * g.pool + pos / g.pool, j * g.pool + pos % g.pool);
-                        for ab in 0..K * K {
-                            let v = xp[(y + ab / K) * wp + x + ab % K];
-                            for (k, d) in grad_kernel[ab * cout + from..][..cout - from].iter_mut().zip(&gp) {
-                                *k += v * d;
+                        for pos in 0..g.pool * g.pool {
+                            for ((d, s), go) in gp.iter_mut().zip(s).zip(go) {
+                                *d = if *s as usize == pos { *go } else { 0.0 };
+                            }
+                            let (y, x) = (i * g.pool + pos / g.pool, j * g.pool + pos % g.pool);
+                            for ab in 0..K * K {
+                                let v = xp[(y + ab / K) * wp + x + ab % K];
+                                for (k, d) in grad_kernel[ab * cout + from..][..cout - from].iter_mut().zip(&gp) {
+                                    *k += v * d;
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -183,7 +218,15 @@ mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn backward_block(g: &ConvGeom, padded: &[f32], sel: &[u8], grad_out: &[f32], cb: usize, grad_kernel: &mut [f32], grad_bias: &mut [f32]) {
+    pub(super) unsafe fn backward_block(
+        g: &ConvGeom,
+        padded: &[f32],
+        sel: &[u8],
+        grad_out: &[f32],
+        cb: usize,
+        grad_kernel: &mut [f32],
+        grad_bias: &mut [f32],
+    ) {
         let (cout, (_, wp), (hq, wq)) = (g.cout, padded_hw(g), g.out_hw());
         let plen = padded_len(g);
         let n = padded.len() / plen;

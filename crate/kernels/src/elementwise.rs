@@ -4,20 +4,26 @@ use super::simd;
 
 /// `x = max(x, 0)` in place.
 pub fn relu(x: &mut [f32]) {
-    simd(#[inline(always)] || {
-        for v in x.iter_mut() {
-            *v = v.max(0.0);
-        }
-    })
+    simd(
+        #[inline(always)]
+        || {
+            for v in x.iter_mut() {
+                *v = v.max(0.0);
+            }
+        },
+    )
 }
 
 /// `grad_in += grad_out` where the ReLU's output `y` is positive.
 pub fn relu_backward(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
-    simd(#[inline(always)] || {
-        for ((gi, &go), &y) in grad_in.iter_mut().zip(grad_out).zip(y) {
-            *gi += if y > 0.0 { go } else { 0.0 };
-        }
-    })
+    simd(
+        #[inline(always)]
+        || {
+            for ((gi, &go), &y) in grad_in.iter_mut().zip(grad_out).zip(y) {
+                *gi += if y > 0.0 { go } else { 0.0 };
+            }
+        },
+    )
 }
 
 /// Inverted-dropout factors for `n` values: `0` with probability `p`, else `1 / (1 - p)`, drawn from
@@ -32,20 +38,26 @@ pub fn dropout_mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
 
 /// `x *= m` element-wise.
 pub fn mul_into(x: &mut [f32], m: &[f32]) {
-    simd(#[inline(always)] || {
-        for (v, &f) in x.iter_mut().zip(m) {
-            *v *= f;
-        }
-    })
+    simd(
+        #[inline(always)]
+        || {
+            for (v, &f) in x.iter_mut().zip(m) {
+                *v *= f;
+            }
+        },
+    )
 }
 
 /// `out += a * b` element-wise.
 pub fn mul_add(a: &[f32], b: &[f32], out: &mut [f32]) {
-    simd(#[inline(always)] || {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o += x * y;
-        }
-    })
+    simd(
+        #[inline(always)]
+        || {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o += x * y;
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -40,8 +40,6 @@ pub enum Pass {
     Train,
 }
 
-
-
 /// Runs `f` compiled for AVX-512 (512-bit vectors) or AVX2 + FMA when the CPU has them (checked at run
 /// time), otherwise as is. The crate is built for the x86-64 baseline (SSE2) so that it runs everywhere;
 /// the loops below only vectorise well with AVX2's blends and wider registers.
@@ -57,8 +55,10 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512dq")
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
         {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { avx512(f) };

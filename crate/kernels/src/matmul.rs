@@ -68,7 +68,8 @@ pub fn matmul(split: Split, (m, k, n): (usize, usize, usize), a: Mat, b: Mat, c:
             );
         }
         _ => {
-            let threads = if macs >= PARALLEL_MIN_MACS { Parallelism::Rayon(rayon::current_num_threads()) } else { one };
+            let threads =
+                if macs >= PARALLEL_MIN_MACS { Parallelism::Rayon(rayon::current_num_threads()) } else { one };
             unsafe { gemm_raw(threads, (m, k, n), a, b, c_ptr.0, n, store) }
         }
     }
@@ -145,7 +146,15 @@ impl Out {
 /// # Safety
 /// Every element the shapes and strides address must lie inside live allocations, `c`'s not
 /// overlapping `a`'s or `b`'s nor written by anyone else meanwhile.
-unsafe fn gemm_raw(threads: Parallelism, (m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: *mut f32, c_rs: usize, store: Store) {
+unsafe fn gemm_raw(
+    threads: Parallelism,
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    c: *mut f32,
+    c_rs: usize,
+    store: Store,
+) {
     let accumulate = store == Store::Accumulate;
     if m == 0 || n == 0 {
         return;
@@ -158,22 +167,45 @@ unsafe fn gemm_raw(threads: Parallelism, (m, k, n): (usize, usize, usize), a: Op
         }
         return;
     }
-    gemm::gemm(m, n, k, c, 1, c_rs as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0, 1.0, false, false, false, threads);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_rs as isize,
+        accumulate,
+        a.ptr,
+        a.cs,
+        a.rs,
+        b.ptr,
+        b.cs,
+        b.rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        threads,
+    );
 }
 
 /// `out[j] += Σ_i m[i, j]` for a row-major `(rows, out.len())` matrix (bias gradients).
 pub fn add_column_sums(m: &[f32], out: &mut [f32]) {
-    simd(#[inline(always)] || {
-        let n = out.len();
-        if n == 0 {
-            return;
-        }
-        for row in m.chunks_exact(n) {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += v;
+    simd(
+        #[inline(always)]
+        || {
+            let n = out.len();
+            if n == 0 {
+                return;
             }
-        }
-    })
+            for row in m.chunks_exact(n) {
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o += v;
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -187,7 +219,9 @@ mod tests {
     fn matmul_matches_the_definition() {
         // (64, 300, 70) and (32, 784, 128) are split in halves, (300, 300, 300) goes to gemm's threads.
         for (m, k, n) in [(5, 7, 3), (1, 1, 1), (64, 300, 70), (32, 784, 128), (300, 300, 300)] {
-            for (a_t, b_t, acc) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
+            for (a_t, b_t, acc) in
+                [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
+            {
                 let (a, b, c0) = (seq(m * k, 1), seq(k * n, 2), seq(m * n, 3));
                 let at = |i: usize, p: usize| if a_t { a[p * m + i] } else { a[i * k + p] };
                 let bt = |p: usize, j: usize| if b_t { b[j * k + p] } else { b[p * n + j] };
@@ -201,7 +235,10 @@ mod tests {
                             let want: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum::<f64>()
                                 + if acc { c0[i * n + j] as f64 } else { 0.0 };
                             let got = c[i * n + j] as f64;
-                            assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "{m}×{k}×{n} {a_t} {b_t} {split:?}: {got} vs {want}");
+                            assert!(
+                                (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                                "{m}×{k}×{n} {a_t} {b_t} {split:?}: {got} vs {want}"
+                            );
                         }
                     }
                 }

@@ -22,14 +22,17 @@ pub fn adam(step: &AdamStep, p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mu
     let c2 = (1.0 - beta2.powi(t as i32)) as f32;
     let (lr, eps) = (lr as f32, eps as f32);
     let step = |p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]| {
-        simd(#[inline(always)] || {
-            for (((p, g), m), v) in p.iter_mut().zip(g.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let gv = std::mem::take(g);
-                *m = b1 * *m + (1.0 - b1) * gv;
-                *v = b2 * *v + (1.0 - b2) * gv * gv;
-                *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-            }
-        })
+        simd(
+            #[inline(always)]
+            || {
+                for (((p, g), m), v) in p.iter_mut().zip(g.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let gv = std::mem::take(g);
+                    *m = b1 * *m + (1.0 - b1) * gv;
+                    *v = b2 * *v + (1.0 - b2) * gv * gv;
+                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                }
+            },
+        )
     };
     if p.len() < SPLIT_MIN {
         return step(p, g, m, v);
@@ -48,19 +51,22 @@ const SPLIT_MIN: usize = 1 << 15;
 /// `u ← μu + g`, `p ← p - lr·u` (without momentum `p ← p - lr·g`).
 pub fn sgd(lr: f64, momentum: f64, p: &mut [f32], g: &mut [f32], velocity: Option<&mut [f32]>) {
     let (lr, mu) = (lr as f32, momentum as f32);
-    simd(#[inline(always)] || match velocity {
-        Some(u) => {
-            for ((p, g), u) in p.iter_mut().zip(g.iter_mut()).zip(u.iter_mut()) {
-                *u = mu * *u + std::mem::take(g);
-                *p -= lr * *u;
+    simd(
+        #[inline(always)]
+        || match velocity {
+            Some(u) => {
+                for ((p, g), u) in p.iter_mut().zip(g.iter_mut()).zip(u.iter_mut()) {
+                    *u = mu * *u + std::mem::take(g);
+                    *p -= lr * *u;
+                }
             }
-        }
-        None => {
-            for (p, g) in p.iter_mut().zip(g.iter_mut()) {
-                *p -= lr * std::mem::take(g);
+            None => {
+                for (p, g) in p.iter_mut().zip(g.iter_mut()) {
+                    *p -= lr * std::mem::take(g);
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -75,7 +81,13 @@ mod tests {
         let (mut pe, mut me, mut ve) = ([0.5f64, -1.0], [0f64; 2], [0f64; 2]);
         for (t, gs) in grads.iter().enumerate() {
             let mut g: Vec<f32> = gs.iter().map(|&x| x as f32).collect();
-            adam(&AdamStep { t: t as u32 + 1, lr: 1e-2, betas: (0.9, 0.999), eps: 1e-7 }, &mut p, &mut g, &mut m, &mut v);
+            adam(
+                &AdamStep { t: t as u32 + 1, lr: 1e-2, betas: (0.9, 0.999), eps: 1e-7 },
+                &mut p,
+                &mut g,
+                &mut m,
+                &mut v,
+            );
             assert_eq!(g, vec![0.0; 2]);
             for i in 0..2 {
                 me[i] = 0.9 * me[i] + 0.1 * gs[i];

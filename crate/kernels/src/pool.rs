@@ -9,19 +9,26 @@ use super::simd;
 /// matrix product writes `pre` without reading it.
 #[inline(never)]
 pub(crate) fn relu_max_pool(g: &ConvGeom, pre: &[f32], bias: &[f32], out: &mut [f32]) {
-    simd(#[inline(always)] || {
-        for_each_window(g, #[inline(always)] |cell, window| {
-            let out = &mut out[cell..][..g.cout];
-            // Eight channels at a time in registers, then one at a time for the rest.
-            let full = g.cout / 8 * 8;
-            for cb in (0..full).step_by(8) {
-                pool_forward::<8>(pre, window, cb, &bias[cb..], &mut out[cb..]);
-            }
-            for cb in full..g.cout {
-                pool_forward::<1>(pre, window, cb, &bias[cb..], &mut out[cb..]);
-            }
-        })
-    })
+    simd(
+        #[inline(always)]
+        || {
+            for_each_window(
+                g,
+                #[inline(always)]
+                |cell, window| {
+                    let out = &mut out[cell..][..g.cout];
+                    // Eight channels at a time in registers, then one at a time for the rest.
+                    let full = g.cout / 8 * 8;
+                    for cb in (0..full).step_by(8) {
+                        pool_forward::<8>(pre, window, cb, &bias[cb..], &mut out[cb..]);
+                    }
+                    for cb in full..g.cout {
+                        pool_forward::<1>(pre, window, cb, &bias[cb..], &mut out[cb..]);
+                    }
+                },
+            )
+        },
+    )
 }
 
 /// Backward of [`relu_max_pool`] for one image: writes the gradient of every pre-activation into
@@ -31,23 +38,30 @@ pub(crate) fn relu_max_pool(g: &ConvGeom, pre: &[f32], bias: &[f32], out: &mut [
 /// maximum here keeps the forward pass a plain max.
 #[inline(never)]
 pub(crate) fn relu_max_pool_backward(g: &ConvGeom, pre: &[f32], bias: &[f32], grad_out: &[f32], grad_pre: &mut [f32]) {
-    simd(#[inline(always)] || {
-        let (ho, wo) = g.conv_hw();
-        let (hp, wp) = g.out_hw();
-        if hp * g.pool < ho || wp * g.pool < wo {
-            grad_pre.fill(0.0); // rows or columns no window covers
-        }
-        for_each_window(g, #[inline(always)] |cell, window| {
-            let go = &grad_out[cell..][..g.cout];
-            let full = g.cout / 8 * 8;
-            for cb in (0..full).step_by(8) {
-                pool_backward::<8>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
+    simd(
+        #[inline(always)]
+        || {
+            let (ho, wo) = g.conv_hw();
+            let (hp, wp) = g.out_hw();
+            if hp * g.pool < ho || wp * g.pool < wo {
+                grad_pre.fill(0.0); // rows or columns no window covers
             }
-            for cb in full..g.cout {
-                pool_backward::<1>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
-            }
-        })
-    })
+            for_each_window(
+                g,
+                #[inline(always)]
+                |cell, window| {
+                    let go = &grad_out[cell..][..g.cout];
+                    let full = g.cout / 8 * 8;
+                    for cb in (0..full).step_by(8) {
+                        pool_backward::<8>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
+                    }
+                    for cb in full..g.cout {
+                        pool_backward::<1>(pre, window, cb, &bias[cb..], &go[cb..], grad_pre);
+                    }
+                },
+            )
+        },
+    )
 }
 
 /// Calls `f(offset of the pooled cell in the output, offsets of its POOL×POOL positions in pre)`.
@@ -85,7 +99,14 @@ fn pool_forward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: 
 /// `L` channels from `cb` of one pooled cell: hands `grad_out` to the first window position holding
 /// the maximum (none when ReLU gave 0) and writes 0 to the others.
 #[inline(always)]
-fn pool_backward<const L: usize>(pre: &[f32], window: &[usize], cb: usize, bias: &[f32], grad_out: &[f32], grad_pre: &mut [f32]) {
+fn pool_backward<const L: usize>(
+    pre: &[f32],
+    window: &[usize],
+    cb: usize,
+    bias: &[f32],
+    grad_out: &[f32],
+    grad_pre: &mut [f32],
+) {
     let mut m = [f32::NEG_INFINITY; L];
     for &at in window {
         let v: &[f32; L] = pre[at + cb..][..L].try_into().unwrap();

@@ -92,36 +92,45 @@ pub(crate) fn add_kernel_gradient(m: &[f32], cin: usize, cout: usize, grad_kerne
 
 /// `dst += T src Tᵀ` for every channel pair: `src` holds `I×I` positions and `dst` `O×O`, each an
 /// `(IN, OUT)` matrix. Rows then columns, over all OUT channels at once (vectorised).
-fn add_sandwich<const I: usize, const O: usize>(t: &[[f32; I]; O], src: &[f32], cin: usize, cout: usize, dst: &mut [f32]) {
+fn add_sandwich<const I: usize, const O: usize>(
+    t: &[[f32; I]; O],
+    src: &[f32],
+    cin: usize,
+    cout: usize,
+    dst: &mut [f32],
+) {
     let mut rows = vec![0f32; O * I * cout]; // T src: (O, I, OUT)
-    simd(#[inline(always)] || {
-        for ci in 0..cin {
-            let s = |a: usize, b: usize| &src[((a * I + b) * cin + ci) * cout..][..cout];
-            rows.fill(0.0);
-            for r in 0..O {
-                for b in 0..I {
-                    let d = &mut rows[(r * I + b) * cout..][..cout];
-                    for a in 0..I {
-                        let f = t[r][a];
-                        for (d, s) in d.iter_mut().zip(s(a, b)) {
-                            *d += f * s;
-                        }
-                    }
-                }
-            }
-            for r in 0..O {
-                for c in 0..O {
-                    let d = &mut dst[((r * O + c) * cin + ci) * cout..][..cout];
+    simd(
+        #[inline(always)]
+        || {
+            for ci in 0..cin {
+                let s = |a: usize, b: usize| &src[((a * I + b) * cin + ci) * cout..][..cout];
+                rows.fill(0.0);
+                for r in 0..O {
                     for b in 0..I {
-                        let f = t[c][b];
-                        for (d, s) in d.iter_mut().zip(&rows[(r * I + b) * cout..][..cout]) {
-                            *d += s * f;
+                        let d = &mut rows[(r * I + b) * cout..][..cout];
+                        for a in 0..I {
+                            let f = t[r][a];
+                            for (d, s) in d.iter_mut().zip(s(a, b)) {
+                                *d += f * s;
+                            }
+                        }
+                    }
+                }
+                for r in 0..O {
+                    for c in 0..O {
+                        let d = &mut dst[((r * O + c) * cin + ci) * cout..][..cout];
+                        for b in 0..I {
+                            let f = t[c][b];
+                            for (d, s) in d.iter_mut().zip(&rows[(r * I + b) * cout..][..cout]) {
+                                *d += s * f;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// The kernel of the input gradient: `(3, 3, IN, OUT)` → `(3, 3, OUT, IN)`, turned by 180°.
@@ -155,7 +164,15 @@ impl<'a> Planes<'a> {
 
 /// `out (m, H, W, OUT) [+]= conv3×3(x (m, H, W, IN))` with one pixel of zero padding, for
 /// `(cin, cout)` channels; `u` comes from [`transform_kernel`]. Runs on the calling thread.
-pub(crate) fn conv(tl: Tiling, (cin, cout): (usize, usize), m: usize, x: &[f32], u: &[f32], out: &mut [f32], store: Store) {
+pub(crate) fn conv(
+    tl: Tiling,
+    (cin, cout): (usize, usize),
+    m: usize,
+    x: &[f32],
+    u: &[f32],
+    out: &mut [f32],
+    store: Store,
+) {
     let stride = plane_stride(m * tl.per_image() * cin);
     let mut v = Buf::dirty(PLANES * stride);
     transform_input(tl, cin, m, x, &mut v, stride);
@@ -163,7 +180,15 @@ pub(crate) fn conv(tl: Tiling, (cin, cout): (usize, usize), m: usize, x: &[f32],
 }
 
 /// [`conv`] from input planes `v` already transformed by [`transform_input`].
-pub(crate) fn conv_planes(tl: Tiling, (cin, cout): (usize, usize), m: usize, v: Planes, u: &[f32], out: &mut [f32], store: Store) {
+pub(crate) fn conv_planes(
+    tl: Tiling,
+    (cin, cout): (usize, usize),
+    m: usize,
+    v: Planes,
+    u: &[f32],
+    out: &mut [f32],
+    store: Store,
+) {
     let tiles = m * tl.per_image();
     if tiles == 0 || cout == 0 {
         return;
@@ -232,54 +257,60 @@ impl ToSix<4> for GradTransform {
 /// into the 36 planes.
 fn to_planes<const N: usize, T: ToSix<N>>(tl: Tiling, c: usize, m: usize, x: &[f32], v: &mut [f32], stride: usize) {
     let zero = vec![0f32; c];
-    simd(#[inline(always)] || {
-        for img in 0..m {
-            let xi = &x[img * tl.h * tl.w * c..][..tl.h * tl.w * c];
-            for ty in 0..tl.th {
-                for tx in 0..tl.tw {
-                    let t = (img * tl.th + ty) * tl.tw + tx;
-                    let mut d: [[&[f32]; N]; N] = [[&zero[..]; N]; N];
-                    for (r, row) in d.iter_mut().enumerate() {
-                        for (col, px) in row.iter_mut().enumerate() {
-                            let (y, x) = ((4 * ty + r).wrapping_sub(T::BACK), (4 * tx + col).wrapping_sub(T::BACK));
-                            if y < tl.h && x < tl.w {
-                                *px = &xi[(y * tl.w + x) * c..][..c];
+    simd(
+        #[inline(always)]
+        || {
+            for img in 0..m {
+                let xi = &x[img * tl.h * tl.w * c..][..tl.h * tl.w * c];
+                for ty in 0..tl.th {
+                    for tx in 0..tl.tw {
+                        let t = (img * tl.th + ty) * tl.tw + tx;
+                        let mut d: [[&[f32]; N]; N] = [[&zero[..]; N]; N];
+                        for (r, row) in d.iter_mut().enumerate() {
+                            for (col, px) in row.iter_mut().enumerate() {
+                                let (y, x) = ((4 * ty + r).wrapping_sub(T::BACK), (4 * tx + col).wrapping_sub(T::BACK));
+                                if y < tl.h && x < tl.w {
+                                    *px = &xi[(y * tl.w + x) * c..][..c];
+                                }
                             }
                         }
-                    }
-                    let full = c / 8 * 8;
-                    for cb in (0..full).step_by(8) {
-                        tile_to_planes::<N, 8, T>(&d, cb, v, stride, t * c + cb);
-                    }
-                    for cb in full..c {
-                        tile_to_planes::<N, 1, T>(&d, cb, v, stride, t * c + cb);
+                        let full = c / 8 * 8;
+                        for cb in (0..full).step_by(8) {
+                            tile_to_planes::<N, 8, T>(&d, cb, v, stride, t * c + cb);
+                        }
+                        for cb in full..c {
+                            tile_to_planes::<N, 1, T>(&d, cb, v, stride, t * c + cb);
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `Aᵀ M A` of every tile of the planes `mm` (`C` channels) into the pixels of `out (m, H, W, C)`,
 /// written or added; the parts of a block beyond the image are dropped.
 pub(crate) fn transform_output(tl: Tiling, c: usize, m: usize, mm: Planes, out: &mut [f32], store: Store) {
-    simd(#[inline(always)] || {
-        for img in 0..m {
-            let oi = &mut out[img * tl.h * tl.w * c..][..tl.h * tl.w * c];
-            for ty in 0..tl.th {
-                for tx in 0..tl.tw {
-                    let t = (img * tl.th + ty) * tl.tw + tx;
-                    let full = c / 8 * 8;
-                    for cb in (0..full).step_by(8) {
-                        output_tile::<8>(mm, t * c + cb, cb, oi, tl, (ty, tx), c, store);
-                    }
-                    for cb in full..c {
-                        output_tile::<1>(mm, t * c + cb, cb, oi, tl, (ty, tx), c, store);
+    simd(
+        #[inline(always)]
+        || {
+            for img in 0..m {
+                let oi = &mut out[img * tl.h * tl.w * c..][..tl.h * tl.w * c];
+                for ty in 0..tl.th {
+                    for tx in 0..tl.tw {
+                        let t = (img * tl.th + ty) * tl.tw + tx;
+                        let full = c / 8 * 8;
+                        for cb in (0..full).step_by(8) {
+                            output_tile::<8>(mm, t * c + cb, cb, oi, tl, (ty, tx), c, store);
+                        }
+                        for cb in full..c {
+                            output_tile::<1>(mm, t * c + cb, cb, oi, tl, (ty, tx), c, store);
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 // The 1-d transforms, on six (or four) vectors of `L` channels. Plain loops over fixed-size arrays:
@@ -338,7 +369,13 @@ fn a<const L: usize>(g: &[[f32; L]; 4]) -> [[f32; L]; 6] {
 /// `L` channels from `cb` of one tile: `T` on the columns, then on the rows, written at `at` of the 36
 /// planes.
 #[inline(always)]
-fn tile_to_planes<const N: usize, const L: usize, T: ToSix<N>>(src: &[[&[f32]; N]; N], cb: usize, v: &mut [f32], stride: usize, at: usize) {
+fn tile_to_planes<const N: usize, const L: usize, T: ToSix<N>>(
+    src: &[[&[f32]; N]; N],
+    cb: usize,
+    v: &mut [f32],
+    stride: usize,
+    at: usize,
+) {
     let mut t = [[[0f32; L]; 6]; N]; // t[col][row]
     for (c, t) in t.iter_mut().enumerate() {
         let col: [[f32; L]; N] = std::array::from_fn(|r| src[r][c][cb..cb + L].try_into().unwrap());
@@ -356,7 +393,16 @@ fn tile_to_planes<const N: usize, const L: usize, T: ToSix<N>>(src: &[[&[f32]; N
 /// to the pixels of the 4×4 block inside the image.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn output_tile<const L: usize>(mm: Planes, at: usize, cb: usize, out: &mut [f32], tl: Tiling, (ty, tx): (usize, usize), c: usize, store: Store) {
+fn output_tile<const L: usize>(
+    mm: Planes,
+    at: usize,
+    cb: usize,
+    out: &mut [f32],
+    tl: Tiling,
+    (ty, tx): (usize, usize),
+    c: usize,
+    store: Store,
+) {
     let (mm, stride, accumulate) = (mm.values, mm.stride, store == Store::Accumulate);
     // Columns of the 6×6 tile first: for each row i, Aᵀ over the six columns.
     let mut t = [[[0f32; L]; 4]; 6]; // t[row i][out col b]
@@ -403,7 +449,8 @@ mod tests {
                             for ci in 0..cin {
                                 let xv = x[((n * h + y) * w + xx) * cin + ci] as f64;
                                 for co in 0..cout {
-                                    out[((n * h + i) * w + j) * cout + co] += xv * k[((a * 3 + b) * cin + ci) * cout + co] as f64;
+                                    out[((n * h + i) * w + j) * cout + co] +=
+                                        xv * k[((a * 3 + b) * cin + ci) * cout + co] as f64;
                                 }
                             }
                         }
@@ -418,7 +465,9 @@ mod tests {
     /// counts with and without a remainder of 8; written and accumulated.
     #[test]
     fn conv_matches_the_direct_convolution() {
-        for (h, w, cin, cout, m) in [(14, 14, 32, 64, 3), (14, 14, 64, 32, 8), (5, 7, 3, 9, 2), (4, 4, 1, 1, 1), (1, 2, 10, 17, 2)] {
+        for (h, w, cin, cout, m) in
+            [(14, 14, 32, 64, 3), (14, 14, 64, 32, 8), (5, 7, 3, 9, 2), (4, 4, 1, 1, 1), (1, 2, 10, 17, 2)]
+        {
             let (x, k) = (seq(m * h * w * cin, 1), seq(9 * cin * cout, 2));
             let want = direct(h, w, cin, cout, m, &x, &k);
             let tl = Tiling::new(h, w);
@@ -449,7 +498,13 @@ mod tests {
             transform_input(tl, cin, m, &x, &mut v, tiles * cin);
             transform_grad(tl, cout, m, &delta, &mut d, tiles * cout);
             let mut planes = vec![0f32; PLANES * cin * cout];
-            kernel_gradient_planes(tiles, (cin, cout), Planes { values: &v, stride: tiles * cin }, Planes { values: &d, stride: tiles * cout }, &mut planes);
+            kernel_gradient_planes(
+                tiles,
+                (cin, cout),
+                Planes { values: &v, stride: tiles * cin },
+                Planes { values: &d, stride: tiles * cout },
+                &mut planes,
+            );
             let mut gk = vec![0.5f32; 9 * cin * cout];
             add_kernel_gradient(&planes, cin, cout, &mut gk);
             // The definition in f64, and the sum of the magnitudes of each entry's terms (the scale of
@@ -466,7 +521,8 @@ mod tests {
                                 }
                                 for ci in 0..cin {
                                     for co in 0..cout {
-                                        let p = x[((n * h + y) * w + xx) * cin + ci] as f64 * delta[((n * h + i) * w + j) * cout + co] as f64;
+                                        let p = x[((n * h + y) * w + xx) * cin + ci] as f64
+                                            * delta[((n * h + i) * w + j) * cout + co] as f64;
                                         want[((a * 3 + b) * cin + ci) * cout + co] += p;
                                         mag[((a * 3 + b) * cin + ci) * cout + co] += p.abs();
                                     }

@@ -48,19 +48,13 @@ impl Batches {
             LastBatch::Keep => n,
             LastBatch::Drop => n - n % batch_size,
         };
-        Ok(Batches {
-            order: idx,
-            batch_size,
-            pos: 0,
-            end,
-        })
+        Ok(Batches { order: idx, batch_size, pos: 0, end })
     }
 
     /// Number of batches in total (Keras prints it as `1875/1875`).
     pub fn num_batches(&self) -> usize {
         self.end.div_ceil(self.batch_size)
     }
-
 }
 
 impl Iterator for Batches {

@@ -121,11 +121,7 @@ pub fn verify_file(path: &Path, spec: &FileSpec) -> Result<()> {
         .map_err(|source| Error::Gzip { path: path.to_path_buf(), source })?;
     let actual = sha256_hex(&content);
     if content.len() as u64 != spec.size || actual != spec.sha256 {
-        return Err(Error::Checksum {
-            path: path.to_path_buf(),
-            expected: spec.sha256.to_string(),
-            actual,
-        });
+        return Err(Error::Checksum { path: path.to_path_buf(), expected: spec.sha256.to_string(), actual });
     }
     Ok(())
 }
@@ -142,7 +138,12 @@ const LOCK_WAIT: Duration = Duration::from_secs(3600);
 impl Lock {
     fn acquire(dir: &Path) -> Result<Lock> {
         let path = dir.join(".download.lock");
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         let start = std::time::Instant::now();
         let mut told = false;
         loop {
@@ -192,10 +193,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Streams `url` into `path` (at most `max` bytes), drawing a progress bar on a terminal.
 fn fetch(url: &str, path: &Path, max: u64, limits: Limits) -> Result<()> {
-    let err = |reason: String| Error::Download {
-        url: url.to_string(),
-        reason,
-    };
+    let err = |reason: String| Error::Download { url: url.to_string(), reason };
     #[cfg(not(feature = "https"))]
     if url.starts_with("https://") {
         return Err(err("HTTPS needs the crate's `https` feature (on by default for the `fashion` command); use an http:// mirror or build with --features https".into()));
@@ -207,11 +205,8 @@ fn fetch(url: &str, path: &Path, max: u64, limits: Limits) -> Result<()> {
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| err(e.to_string()))?;
-    let total: Option<u64> = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let total: Option<u64> =
+        resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if let Some(total) = total.filter(|&t| t > max) {
         return Err(err(format!("the server announces {total} bytes, more than this file can be ({max})")));
     }
@@ -306,15 +301,14 @@ mod tests {
                 }
                 match routes.iter().find(|(p, _, _)| *p == path) {
                     Some((_, body, sent)) => {
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                         let _ = stream.write_all(head.as_bytes());
                         let _ = stream.write_all(&body[..*sent]);
                     }
                     None => {
-                        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     }
                 }
             }
@@ -337,11 +331,7 @@ mod tests {
         let good = encode(LABELS_MAGIC, &[3], &[1, 2, 3]);
         let other = encode(LABELS_MAGIC, &[3], &[3, 2, 1]);
         let good_gz = gz(&good);
-        let spec = |name: &'static str| FileSpec {
-            name,
-            sha256: leak(sha256_hex(&good)),
-            size: good.len() as u64,
-        };
+        let spec = |name: &'static str| FileSpec { name, sha256: leak(sha256_hex(&good)), size: good.len() as u64 };
         let base = serve(vec![
             ("/good.gz".into(), good_gz.clone(), good_gz.len()),
             ("/wrong.gz".into(), gz(&other), gz(&other).len()),
@@ -394,7 +384,10 @@ mod tests {
         std::fs::write(dir.path().join("good.gz.part-4000000000"), b"half").unwrap();
         std::fs::write(dir.path().join(".download.lock"), b"4000000000").unwrap();
         download_from(&base, dir.path(), &[spec("good")]).unwrap();
-        let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(left.iter().filter(|n| *n != ".download.lock").collect::<Vec<_>>(), vec!["good.gz"]);
     }
 

@@ -82,7 +82,9 @@ fn read_idx_from(mut r: impl Read, expected_magic: u32, path: &Path) -> Result<I
                 if needed > MAX_IDX_BYTES {
                     return Err(Error::BadDimensions {
                         path: path.to_path_buf(),
-                        reason: format!("the header announces {needed} bytes, more than any Fashion-MNIST file ({MAX_IDX_BYTES})"),
+                        reason: format!(
+                            "the header announces {needed} bytes, more than any Fashion-MNIST file ({MAX_IDX_BYTES})"
+                        ),
                     });
                 }
                 // One byte more than announced is enough to tell a file that is too long.
@@ -100,10 +102,7 @@ pub fn decompress_if_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|source| Error::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| Error::Gzip { path: path.to_path_buf(), source })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -120,22 +119,13 @@ pub fn parse(bytes: &[u8], expected_magic: u32, path: &Path) -> Result<Idx> {
 /// [`parse`] taking the bytes, so that the body is moved, not copied.
 fn parse_owned(mut bytes: Vec<u8>, expected_magic: u32, path: &Path) -> Result<Idx> {
     let what = if expected_magic == IMAGES_MAGIC { "images" } else { "labels" };
-    let truncated = |needed: u64| Error::Truncated {
-        path: path.to_path_buf(),
-        needed,
-        actual: bytes.len() as u64,
-    };
+    let truncated = |needed: u64| Error::Truncated { path: path.to_path_buf(), needed, actual: bytes.len() as u64 };
     if bytes.len() < 4 {
         return Err(truncated(4));
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if magic != expected_magic {
-        return Err(Error::BadMagic {
-            path: path.to_path_buf(),
-            expected: expected_magic,
-            found: magic,
-            what,
-        });
+        return Err(Error::BadMagic { path: path.to_path_buf(), expected: expected_magic, found: magic, what });
     }
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
@@ -161,11 +151,7 @@ fn parse_owned(mut bytes: Vec<u8>, expected_magic: u32, path: &Path) -> Result<I
     if actual > needed {
         return Err(Error::BadDimensions {
             path: path.to_path_buf(),
-            reason: format!(
-                "{} bytes after the {} announced by the header {dims:?}",
-                actual - needed,
-                needed
-            ),
+            reason: format!("{} bytes after the {} announced by the header {dims:?}", actual - needed, needed),
         });
     }
     Ok(Idx { dims, data: bytes.split_off(header) })
@@ -241,10 +227,7 @@ mod tests {
     #[test]
     fn rejects_wrong_magic_and_short_or_long_bodies() {
         let lab = encode(LABELS_MAGIC, &[3], &[0, 9, 4]);
-        assert!(matches!(
-            parse(&lab, IMAGES_MAGIC, p()),
-            Err(Error::BadMagic { found: 2049, expected: 2051, .. })
-        ));
+        assert!(matches!(parse(&lab, IMAGES_MAGIC, p()), Err(Error::BadMagic { found: 2049, expected: 2051, .. })));
         assert!(matches!(parse(&lab[..6], LABELS_MAGIC, p()), Err(Error::Truncated { .. })));
         assert!(matches!(parse(&lab[..10], LABELS_MAGIC, p()), Err(Error::Truncated { needed: 11, .. })));
         let mut long = lab.clone();

@@ -23,23 +23,15 @@ use ndarray::{Array1, Array3, Axis};
 
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
 
-pub use download::{clean_up_interrupted, download, download_from, download_with, FileSpec, Limits, DEFAULT_BASE_URL, FILES};
+pub use download::{
+    clean_up_interrupted, download, download_from, download_with, FileSpec, Limits, DEFAULT_BASE_URL, FILES,
+};
 
 use crate::error::{Error, Result};
 
 /// The ten classes, indexed by label.
-pub const CLASS_NAMES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const CLASS_NAMES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// Number of classes.
 pub const NUM_CLASSES: usize = 10;
@@ -84,10 +76,7 @@ impl Dataset {
             )));
         }
         if images.shape()[1..] != [SIDE, SIDE] {
-            return Err(Error::InvalidArgument(format!(
-                "images must be 28×28, got {:?}",
-                &images.shape()[1..]
-            )));
+            return Err(Error::InvalidArgument(format!("images must be 28×28, got {:?}", &images.shape()[1..])));
         }
         check_labels(labels.as_slice().unwrap_or(&labels.to_vec()))?;
         Ok(Dataset { images, labels })
@@ -120,10 +109,7 @@ impl Dataset {
         if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
             return Err(Error::InvalidArgument(format!("index {i} out of range for {} samples", self.len())));
         }
-        Ok(Dataset {
-            images: self.images.select(Axis(0), indices),
-            labels: self.labels.select(Axis(0), indices),
-        })
+        Ok(Dataset { images: self.images.select(Axis(0), indices), labels: self.labels.select(Axis(0), indices) })
     }
 
     /// Images as `f32` in `[0, 1]` (pixel / 255) — the guide's `train_images / 255.0`.
@@ -156,11 +142,7 @@ impl FashionMnist {
 
     /// Keeps the first `train` training and `test` test samples (for quick runs and tests).
     pub fn subset(&self, train: usize, test: usize) -> FashionMnist {
-        FashionMnist {
-            train: self.train.take(train),
-            test: self.test.take(test),
-            source: self.source.clone(),
-        }
+        FashionMnist { train: self.train.take(train), test: self.test.take(test), source: self.source.clone() }
     }
 }
 
@@ -200,18 +182,12 @@ pub fn search_paths() -> Vec<PathBuf> {
 
 /// `data/fashion-mnist/` at the root of this workspace (where downloads go).
 pub fn workspace_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("data")
-        .join("fashion-mnist")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("data").join("fashion-mnist")
 }
 
 /// The path of `name` in `dir`, raw or `.gz`, if it exists (raw wins).
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.gz"))]
-        .into_iter()
-        .find(|p| p.exists())
+    [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.exists())
 }
 
 /// The first searched folder that holds all four files.
@@ -220,9 +196,7 @@ pub fn locate() -> Option<PathBuf> {
 }
 
 fn has_all_files(dir: &Path) -> bool {
-    [TRAIN_FILES.0, TRAIN_FILES.1, TEST_FILES.0, TEST_FILES.1]
-        .iter()
-        .all(|f| find_file(dir, f).is_some())
+    [TRAIN_FILES.0, TRAIN_FILES.1, TEST_FILES.0, TEST_FILES.1].iter().all(|f| find_file(dir, f).is_some())
 }
 
 /// Loads Fashion-MNIST like `keras.datasets.fashion_mnist.load_data()`.
@@ -257,10 +231,7 @@ fn load_from(env_dir: Option<PathBuf>) -> Result<FashionMnist> {
             match download(&target) {
                 Ok(()) => target,
                 Err(e) => {
-                    return Err(Error::DatasetNotFound {
-                        searched: search_paths(),
-                        download_error: Some(Box::new(e)),
-                    })
+                    return Err(Error::DatasetNotFound { searched: search_paths(), download_error: Some(Box::new(e)) })
                 }
             }
         }
@@ -271,10 +242,7 @@ fn load_from(env_dir: Option<PathBuf>) -> Result<FashionMnist> {
 /// Loads the four files from one folder (raw or `.gz`), validating everything.
 pub fn load_dir(dir: &Path) -> Result<FashionMnist> {
     if !has_all_files(dir) {
-        return Err(Error::DatasetNotFound {
-            searched: vec![dir.to_path_buf()],
-            download_error: None,
-        });
+        return Err(Error::DatasetNotFound { searched: vec![dir.to_path_buf()], download_error: None });
     }
     let data = FashionMnist {
         train: load_split(dir, TRAIN_FILES)?,
@@ -293,10 +261,7 @@ pub fn load_dir(dir: &Path) -> Result<FashionMnist> {
 }
 
 fn load_split(dir: &Path, (images, labels): (&str, &str)) -> Result<Dataset> {
-    let missing = |name: &str| Error::DatasetNotFound {
-        searched: vec![dir.join(name)],
-        download_error: None,
-    };
+    let missing = |name: &str| Error::DatasetNotFound { searched: vec![dir.join(name)], download_error: None };
     let ip = find_file(dir, images).ok_or_else(|| missing(images))?;
     let lp = find_file(dir, labels).ok_or_else(|| missing(labels))?;
     load_pair(&ip, &lp)
@@ -325,10 +290,7 @@ pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
         return Err(Error::LabelOutOfRange { path: labels_path.to_path_buf(), index, label });
     }
     let images = Array3::from_shape_vec((n_images, SIDE, SIDE), img.data)?;
-    Ok(Dataset {
-        images,
-        labels: Array1::from_vec(lab.data),
-    })
+    Ok(Dataset { images, labels: Array1::from_vec(lab.data) })
 }
 
 #[cfg(test)]

@@ -14,14 +14,14 @@
 //!
 //! Images flow in NHWC layout (batch, height, width, channels), as in Keras.
 
-use dfdx::prelude::*;
-use num_traits::Float;
 #[cfg(not(feature = "cuda"))]
 use super::ops::{self, flat};
-use rand_distr::uniform::SampleUniform;
-use rand_distr::Uniform;
 #[cfg(test)]
 use dfdx::optim::Sgd;
+use dfdx::prelude::*;
+use num_traits::Float;
+use rand_distr::uniform::SampleUniform;
+use rand_distr::Uniform;
 
 /// Builders: the types you write in an architecture (no dtype, no device).
 pub mod builders {
@@ -36,9 +36,9 @@ pub mod builders {
     #[cfg(not(feature = "cuda"))]
     #[derive(Debug, Clone, Copy, Default)]
     pub struct Linear<const I: usize, const O: usize>;
+    pub use super::{AddChannel, DropoutOneIn, Flatten, MaxPool2d, ReLU};
     #[cfg(feature = "cuda")]
     pub use dfdx::nn::builders::Linear;
-    pub use super::{AddChannel, DropoutOneIn, Flatten, MaxPool2d, ReLU};
 }
 
 /// `Flatten<N>`: `(batch, …)` → `(batch, N)`, like `keras.layers.Flatten`. `N` must be the number of
@@ -370,7 +370,8 @@ impl<const I: usize, const O: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B
         let (x, mut tape) = x.split_tape();
         let b = x.shape().0;
         let (w, bias) = (flat(self.weight.clone()), flat(self.bias.clone()));
-        let (y, backward) = ops::linear(flat(x), (b.size(), I, O), w, bias, ops::Grads::of(T::OWNS_TAPE, self.input_is_data))?;
+        let (y, backward) =
+            ops::linear(flat(x), (b.size(), I, O), w, bias, ops::Grads::of(T::OWNS_TAPE, self.input_is_data))?;
         if let Some(backward) = backward {
             tape.add_backward_op(backward);
         }
@@ -388,7 +389,15 @@ impl<const I: usize, const O: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B
 /// input channel is computed directly, window by window, and keeps the position of each maximum. With
 /// the `cuda` feature it is `MaxPool2d(relu(Conv2d(x)))` from dfdx ops.
 #[derive(Debug, Clone)]
-pub struct ConvReluPool<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, E: Dtype, D: Storage<E>> {
+pub struct ConvReluPool<
+    const IN: usize,
+    const OUT: usize,
+    const K: usize,
+    const P: usize,
+    const POOL: usize,
+    E: Dtype,
+    D: Storage<E>,
+> {
     /// Shape `(K, K, IN, OUT)`.
     pub weight: Tensor<(Const<K>, Const<K>, Const<IN>, Const<OUT>), E, D>,
     /// Shape `(OUT,)`.
@@ -430,8 +439,17 @@ where
 }
 
 #[cfg(not(feature = "cuda"))]
-impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, B: Dim, H: Dim, W: Dim, T>
-    Module<Tensor<(B, H, W, Const<IN>), f32, Cpu, T>> for ConvReluPool<IN, OUT, K, P, POOL, f32, Cpu>
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const P: usize,
+        const POOL: usize,
+        B: Dim,
+        H: Dim,
+        W: Dim,
+        T,
+    > Module<Tensor<(B, H, W, Const<IN>), f32, Cpu, T>> for ConvReluPool<IN, OUT, K, P, POOL, f32, Cpu>
 where
     T: Tape<f32, Cpu>,
 {
@@ -447,7 +465,13 @@ where
         let g = ConvGeom { h: h.size(), w: w.size(), cin: IN, cout: OUT, k: K, p: P, pool: POOL };
         let (hp, wp) = g.out_hw();
         let (kernel, bias) = (flat(self.weight.clone()), flat(self.bias.clone()));
-        let (y, backward) = ops::conv_relu_pool(flat(x), (g, b.size()), kernel, bias, ops::Grads::of(T::OWNS_TAPE, self.input_is_data))?;
+        let (y, backward) = ops::conv_relu_pool(
+            flat(x),
+            (g, b.size()),
+            kernel,
+            bias,
+            ops::Grads::of(T::OWNS_TAPE, self.input_is_data),
+        )?;
         if let Some(backward) = backward {
             tape.add_backward_op(backward);
         }
@@ -456,8 +480,19 @@ where
 }
 
 #[cfg(feature = "cuda")]
-impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const POOL: usize, B: Dim, H: Dim, W: Dim, E, D, T>
-    Module<Tensor<(B, H, W, Const<IN>), E, D, T>> for ConvReluPool<IN, OUT, K, P, POOL, E, D>
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const P: usize,
+        const POOL: usize,
+        B: Dim,
+        H: Dim,
+        W: Dim,
+        E,
+        D,
+        T,
+    > Module<Tensor<(B, H, W, Const<IN>), E, D, T>> for ConvReluPool<IN, OUT, K, P, POOL, E, D>
 where
     E: Dtype,
     D: Device<E>,
@@ -479,13 +514,32 @@ mod tests {
     type Dev = Cpu;
 
     /// Naive reference: direct 4-loop convolution in f64.
-    fn naive_conv(x: &[f32], b: usize, h: usize, w: usize, cin: usize, kern: &[f32], bias: &[f32], k: usize) -> Vec<f64> {
+    fn naive_conv(
+        x: &[f32],
+        b: usize,
+        h: usize,
+        w: usize,
+        cin: usize,
+        kern: &[f32],
+        bias: &[f32],
+        k: usize,
+    ) -> Vec<f64> {
         naive_conv_p(x, b, h, w, cin, kern, bias, k, 0)
     }
 
     /// Naive reference with `p` pixels of zero padding.
     #[allow(clippy::too_many_arguments)]
-    fn naive_conv_p(x: &[f32], b: usize, h: usize, w: usize, cin: usize, kern: &[f32], bias: &[f32], k: usize, p: usize) -> Vec<f64> {
+    fn naive_conv_p(
+        x: &[f32],
+        b: usize,
+        h: usize,
+        w: usize,
+        cin: usize,
+        kern: &[f32],
+        bias: &[f32],
+        k: usize,
+        p: usize,
+    ) -> Vec<f64> {
         let cout = bias.len();
         let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let mut out = vec![0f64; b * ho * wo * cout];
@@ -620,9 +674,18 @@ mod tests {
             let (mut a, mut b, mut c) = (xv.clone(), wv.clone(), bv.clone());
             let (mut a2, mut b2, mut c2) = (xv.clone(), wv.clone(), bv.clone());
             match which {
-                0 => { a[i] += eps; a2[i] -= eps; }
-                1 => { b[i] += eps; b2[i] -= eps; }
-                _ => { c[i] += eps; c2[i] -= eps; }
+                0 => {
+                    a[i] += eps;
+                    a2[i] -= eps;
+                }
+                1 => {
+                    b[i] += eps;
+                    b2[i] -= eps;
+                }
+                _ => {
+                    c[i] += eps;
+                    c2[i] -= eps;
+                }
             }
             (f(&a, &b, &c) - f(&a2, &b2, &c2)) / (2.0 * eps as f64)
         };
@@ -655,7 +718,12 @@ mod tests {
     /// then 40 images a row and a column smaller without a tape (inference goes in chunks). Outputs
     /// within `tol` (relative, plus `tol` absolute), the input gradient within 1e-4, the kernel and bias
     /// gradients within 1e-5 of their largest value.
-    fn check_fused<const IN: usize, const OUT: usize, const P: usize>(seed: u64, (h, w): (usize, usize), n: usize, tol: f64) {
+    fn check_fused<const IN: usize, const OUT: usize, const P: usize>(
+        seed: u64,
+        (h, w): (usize, usize),
+        n: usize,
+        tol: f64,
+    ) {
         let dev = Dev::seed_from_u64(seed);
         let fused = dev.build_module::<builders::ConvReluPool<IN, OUT, 3, P, 2>, f32>();
         let conv = Conv2d::<IN, OUT, 3, P, f32, Dev> { weight: fused.weight.clone(), bias: fused.bias.clone() };
@@ -676,7 +744,8 @@ mod tests {
         let mut rv: Vec<f32> = dev.sample_normal_like(&(n, ho, wo, Const::<OUT>)).as_vec();
         for (cell, r) in rv.iter_mut().enumerate() {
             let (o, j, i, b) = (cell % OUT, cell / OUT % wo, cell / OUT / wo % ho, cell / OUT / wo / ho);
-            let mut window: Vec<f64> = (0..4).map(|k| pre[((b * hc + 2 * i + k / 2) * wc + 2 * j + k % 2) * OUT + o]).collect();
+            let mut window: Vec<f64> =
+                (0..4).map(|k| pre[((b * hc + 2 * i + k / 2) * wc + 2 * j + k % 2) * OUT + o]).collect();
             window.sort_by(|p, q| q.total_cmp(p));
             if window[0] - window[1] < 1e-3 || window[0].abs() < 1e-3 {
                 *r = 0.0;
@@ -689,7 +758,8 @@ mod tests {
         close_scaled(&g1.get(&fused.weight).as_vec(), &f64s(g2.get(&fused.weight).as_vec()), 1e-5);
         close_scaled(&g1.get(&fused.bias).as_vec(), &f64s(g2.get(&fused.bias).as_vec()), 1e-5);
 
-        let many: Tensor<(usize, usize, usize, Const<IN>), f32, Dev> = dev.sample_normal_like(&(40, h - 1, w - 1, Const));
+        let many: Tensor<(usize, usize, usize, Const<IN>), f32, Dev> =
+            dev.sample_normal_like(&(40, h - 1, w - 1, Const));
         let want = f64s(reference(many.clone()).as_vec());
         close(&fused.forward(many).as_vec(), &want, tol);
     }

@@ -46,13 +46,8 @@ pub type MlpArch = (Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>);
 pub type WideArch = (Flatten<784>, Linear<784, 256>, ReLU, Linear<256, 10>);
 
 /// "Go deeper": three hidden layers, 512 → 256 → 128, each with ReLU. 567,434 parameters.
-pub type DeepMlpArch = (
-    Flatten<784>,
-    (Linear<784, 512>, ReLU),
-    (Linear<512, 256>, ReLU),
-    (Linear<256, 128>, ReLU),
-    Linear<128, 10>,
-);
+pub type DeepMlpArch =
+    (Flatten<784>, (Linear<784, 512>, ReLU), (Linear<512, 256>, ReLU), (Linear<256, 128>, ReLU), Linear<128, 10>);
 
 /// Two convolution blocks (3×3 conv with "same" padding + ReLU + 2×2 max-pool, 32 then 64 filters)
 /// → Dense 128 (with dropout 0.5 while training) → Dense 10.
@@ -113,7 +108,12 @@ impl<T> Threads for T {}
 pub fn summarize<N: Network>(net: &N::Net, name: &str) -> Result<Summary, Error> {
     let mut rows = Rows::default();
     net.describe(&[28, 28], &mut rows).map_err(|reason| Error::Network { network: short_type_name::<N>(), reason })?;
-    Ok(Summary { name: name.to_string(), type_name: short_type_name::<N>(), layers: rows.rows, total_params: net.num_trainable_params() })
+    Ok(Summary {
+        name: name.to_string(),
+        type_name: short_type_name::<N>(),
+        layers: rows.rows,
+        total_params: net.num_trainable_params(),
+    })
 }
 
 /// The readable form of a type's name: `fashion::model::layers::builders::Linear<784, 128>` →
@@ -227,7 +227,11 @@ pub(crate) fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Resul
             t.try_fill_with_distr(rand_distr::Uniform::new(-bound, bound))?;
             Ok(None)
         }
-        fn visit_scalar<N: num_traits::NumCast>(&mut self, _: ScalarOptions<N>, _: &mut N) -> Result<Option<N>, Self::Err> {
+        fn visit_scalar<N: num_traits::NumCast>(
+            &mut self,
+            _: ScalarOptions<N>,
+            _: &mut N,
+        ) -> Result<Option<N>, Self::Err> {
             Ok(None)
         }
     }
@@ -256,11 +260,7 @@ pub(crate) fn tensor_infos<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<Tens
             _: TensorOptions<S, f32, Dev>,
             (t, name): (&Tensor<S, f32, Dev>, String),
         ) -> Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
-            self.0.push(TensorInfo {
-                name,
-                shape: t.shape().concrete().into_iter().collect(),
-                id: tensor_id(t),
-            });
+            self.0.push(TensorInfo { name, shape: t.shape().concrete().into_iter().collect(), id: tensor_id(t) });
             Ok(None)
         }
         fn visit_scalar<N: num_traits::NumCast>(
@@ -272,10 +272,7 @@ pub(crate) fn tensor_infos<M: TensorCollection<f32, Dev>>(model: &M) -> Vec<Tens
         }
     }
     let mut infos = Infos(Vec::new());
-    let _ = M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut infos,
-    });
+    let _ = M::iter_tensors(&mut RecursiveWalker { m: (model, String::new()), f: &mut infos });
     infos.0
 }
 
@@ -299,7 +296,6 @@ pub(crate) fn tensor_id<S: Shape, T: fmt::Debug>(t: &Tensor<S, f32, Dev, T>) -> 
     let rest = head.0.split("UniqueId(").nth(1)?;
     rest[..rest.find(')')?].parse().ok()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -337,7 +333,12 @@ mod tests {
         let s = |name: &str, kind, out: &[usize], p| (name.to_string(), kind, out.to_vec(), p);
         assert_eq!(
             rows::<MlpArch>(),
-            vec![s("flatten", "Flatten", &[784], 0), s("dense", "Dense", &[128], 100_480), s("re_lu", "ReLU", &[128], 0), s("dense_1", "Dense", &[10], 1_290)]
+            vec![
+                s("flatten", "Flatten", &[784], 0),
+                s("dense", "Dense", &[128], 100_480),
+                s("re_lu", "ReLU", &[128], 0),
+                s("dense_1", "Dense", &[10], 1_290)
+            ]
         );
         let cnn = rows::<CnnArch>();
         assert_eq!(cnn.len(), 12);
@@ -347,7 +348,10 @@ mod tests {
         assert_eq!(cnn[7], s("flatten", "Flatten", &[3136], 0));
         assert_eq!(cnn[10], s("dropout", "Dropout", &[128], 0));
         let cell = rows::<Cell>();
-        assert_eq!(cell.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["flatten", "dense", "re_lu", "dropout", "dense_1", "re_lu_1", "dense_2"]);
+        assert_eq!(
+            cell.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            ["flatten", "dense", "re_lu", "dropout", "dense_1", "re_lu_1", "dense_2"]
+        );
         let summary = summary::<Cell>("cell").to_string();
         assert!(summary.starts_with("Model: \"cell\"\nType: (Flatten<784>, (Linear<784, 64>, ReLU, DropoutOneIn<5>), Linear<64, 32>, ReLU, Linear<32, 10>)"), "{summary}");
         assert!(summary.contains("Total params: 52,650"), "{summary}");
@@ -377,7 +381,10 @@ mod tests {
         assert_eq!(d.shape().concrete(), [2, 3136]);
         let e: Logits = cnn.5.forward(cnn.4.forward(d));
         assert_eq!(e.shape().concrete(), [2, 10]);
-        for out in [dev.build_module::<LinearArch, f32>().forward(x.clone()), dev.build_module::<Cell, f32>().forward(x.clone())] {
+        for out in [
+            dev.build_module::<LinearArch, f32>().forward(x.clone()),
+            dev.build_module::<Cell, f32>().forward(x.clone()),
+        ] {
             assert_eq!(out.shape().concrete(), [2, 10]);
         }
     }

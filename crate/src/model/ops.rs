@@ -68,7 +68,13 @@ impl Grads {
 }
 
 /// `y = x·Wᵀ + b` for `(n, i, o)`: `n` rows of `i` values; `weight` is `(o, i)`.
-pub(crate) fn linear(x: Flat, (n, i, o): (usize, usize, usize), weight: Flat, bias: Flat, grads: Grads) -> Result<(Flat, Option<Backward>), CpuError> {
+pub(crate) fn linear(
+    x: Flat,
+    (n, i, o): (usize, usize, usize),
+    weight: Flat,
+    bias: Flat,
+    grads: Grads,
+) -> Result<(Flat, Option<Backward>), CpuError> {
     let (xs, w) = (host(&x), host(&weight));
     let mut y = host(&bias).repeat(n);
     matmul(Split::Columns, (n, i, o), Mat::Plain(&xs), Mat::Transposed(&w), &mut y, Store::Accumulate);
@@ -91,7 +97,13 @@ pub(crate) fn linear(x: Flat, (n, i, o): (usize, usize, usize), weight: Flat, bi
 }
 
 /// Convolution + ReLU + max-pool of `n` NHWC images of geometry `g`; `weight` is `(K, K, IN, OUT)`.
-pub(crate) fn conv_relu_pool(x: Flat, (g, n): (ConvGeom, usize), weight: Flat, bias: Flat, grads: Grads) -> Result<(Flat, Option<Backward>), CpuError> {
+pub(crate) fn conv_relu_pool(
+    x: Flat,
+    (g, n): (ConvGeom, usize),
+    weight: Flat,
+    bias: Flat,
+    grads: Grads,
+) -> Result<(Flat, Option<Backward>), CpuError> {
     let (kernel, bias_host) = (host(&weight), host(&bias));
     let pass = if grads == Grads::None { Pass::Infer } else { Pass::Train };
     let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), (&kernel, &bias_host), pass);
@@ -103,7 +115,13 @@ pub(crate) fn conv_relu_pool(x: Flat, (g, n): (ConvGeom, usize), weight: Flat, b
             let mut gk = take(gs, &weight)?;
             let mut gb = take(gs, &bias)?;
             let input = if grads == Grads::All { Some(&mut gs.get_or_alloc_mut(&x)?[..]) } else { None };
-            conv_relu_pool_backward(&g, &saved, &gout, (&kernel, &bias_host), ConvGrads { kernel: &mut gk, bias: &mut gb, input });
+            conv_relu_pool_backward(
+                &g,
+                &saved,
+                &gout,
+                (&kernel, &bias_host),
+                ConvGrads { kernel: &mut gk, bias: &mut gb, input },
+            );
             put(gs, &weight, gk)?;
             put(gs, &bias, gb)?;
             put(gs, &out, gout)

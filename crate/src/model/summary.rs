@@ -169,7 +169,10 @@ impl<const I: usize, const O: usize> Layer for dfdx::nn::modules::Linear<I, O, f
 
 fn dense(i: usize, o: usize, params: usize, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
     if input != [i] {
-        return Err(format!("Linear<{i}, {o}> takes ({i},), got {input:?}: put Flatten<{}> before it", input.iter().product::<usize>()));
+        return Err(format!(
+            "Linear<{i}, {o}> takes ({i},), got {input:?}: put Flatten<{}> before it",
+            input.iter().product::<usize>()
+        ));
     }
     rows.push("dense", "Dense", &[o], params);
     Ok(vec![o])

@@ -21,17 +21,17 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
     render(1100, 430, |root| {
         let (l, r) = root.split_horizontally(550);
         type Get = fn(&EpochLog) -> (f64, Option<f64>);
-        let panels: [(&DrawingArea<_, _>, &str, Get); 2] = [
-            (&l, "loss", |e| (e.loss, e.val_loss)),
-            (&r, "accuracy", |e| (e.accuracy, e.val_accuracy)),
-        ];
+        let panels: [(&DrawingArea<_, _>, &str, Get); 2] =
+            [(&l, "loss", |e| (e.loss, e.val_loss)), (&r, "accuracy", |e| (e.accuracy, e.val_accuracy))];
         for (area, what, get) in panels {
             let values: Vec<f64> = runs
                 .iter()
-                .flat_map(|(_, h)| h.epochs.iter().flat_map(|e| {
-                    let (a, b) = get(e);
-                    std::iter::once(a).chain(b)
-                }))
+                .flat_map(|(_, h)| {
+                    h.epochs.iter().flat_map(|e| {
+                        let (a, b) = get(e);
+                        std::iter::once(a).chain(b)
+                    })
+                })
                 .collect();
             let ys = if values.is_empty() { 0.0..1.0 } else { padded_range(&values, 0.08, 1e-3) };
             let mut chart = ChartBuilder::on(area)
@@ -53,7 +53,8 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
                 let color = series_color(k);
                 let train: Vec<(f64, f64)> = h.epochs.iter().map(|e| (e.epoch as f64, get(e).0)).collect();
                 draw_line(&mut chart, format!("{name} train"), &train, color, 3)?;
-                let val: Vec<(f64, f64)> = h.epochs.iter().filter_map(|e| get(e).1.map(|v| (e.epoch as f64, v))).collect();
+                let val: Vec<(f64, f64)> =
+                    h.epochs.iter().filter_map(|e| get(e).1.map(|v| (e.epoch as f64, v))).collect();
                 if !val.is_empty() {
                     chart
                         .draw_series(DashedLineSeries::new(val, 6, 4, color.stroke_width(2)))
@@ -110,8 +111,11 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
 /// rates).
 pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bool) -> Result<Figure> {
     let fx = |x: f64| if log_x { x.log10() } else { x };
-    let all: Vec<(f64, f64)> =
-        sweep.series.iter().flat_map(|(_, pts)| pts.iter().flat_map(|(x, v)| v.iter().map(move |&y| (fx(*x), y)))).collect();
+    let all: Vec<(f64, f64)> = sweep
+        .series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().flat_map(|(x, v)| v.iter().map(move |&y| (fx(*x), y))))
+        .collect();
     if all.is_empty() {
         return Err(Error::InvalidArgument("nothing to plot: the sweep has no results".into()));
     }
@@ -141,12 +145,15 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
             let color = series_color(k);
             let mut pts: Vec<(f64, Vec<f64>)> = pts.iter().map(|(x, v)| (fx(*x), v.clone())).collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let means: Vec<(f64, f64)> = pts.iter().map(|(x, v)| (*x, v.iter().sum::<f64>() / v.len().max(1) as f64)).collect();
+            let means: Vec<(f64, f64)> =
+                pts.iter().map(|(x, v)| (*x, v.iter().sum::<f64>() / v.len().max(1) as f64)).collect();
             draw_line(&mut chart, format!("{name} (mean, min–max)"), &means, color, 4)?;
             let cap = (xr.end - xr.start) * 0.01;
             for (x, v) in &pts {
                 let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
-                for seg in [vec![(*x, lo), (*x, hi)], vec![(x - cap, lo), (x + cap, lo)], vec![(x - cap, hi), (x + cap, hi)]] {
+                for seg in
+                    [vec![(*x, lo), (*x, hi)], vec![(x - cap, lo), (x + cap, lo)], vec![(x - cap, hi), (x + cap, hi)]]
+                {
                     chart.draw_series(std::iter::once(PathElement::new(seg, color.stroke_width(2)))).map_err(err)?;
                 }
             }
@@ -169,7 +176,12 @@ fn padded(points: &[(f64, f64)], (x_frac, x_min): (f64, f64), y_frac: f64) -> (R
 }
 
 /// A titled x-y chart over `xs` × `ys` with room for the axis labels.
-fn xy_chart<'a, 'b>(root: &'a DrawingArea<Canvas<'b>, Shift>, title: &str, xs: Range<f64>, ys: Range<f64>) -> Result<XyChart<'a, 'b>> {
+fn xy_chart<'a, 'b>(
+    root: &'a DrawingArea<Canvas<'b>, Shift>,
+    title: &str,
+    xs: Range<f64>,
+    ys: Range<f64>,
+) -> Result<XyChart<'a, 'b>> {
     ChartBuilder::on(root)
         .caption(title, font(18.0))
         .margin(12)
@@ -180,11 +192,20 @@ fn xy_chart<'a, 'b>(root: &'a DrawingArea<Canvas<'b>, Shift>, title: &str, xs: R
 }
 
 /// An x-y chart with `f64` axes.
-type XyChart<'a, 'b> =
-    ChartContext<'a, Canvas<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type XyChart<'a, 'b> = ChartContext<
+    'a,
+    Canvas<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// A solid line with a dot at each point and a legend entry.
-fn draw_line(chart: &mut XyChart<'_, '_>, name: String, points: &[(f64, f64)], color: RGBAColor, dot: i32) -> Result<()> {
+fn draw_line(
+    chart: &mut XyChart<'_, '_>,
+    name: String,
+    points: &[(f64, f64)],
+    color: RGBAColor,
+    dot: i32,
+) -> Result<()> {
     chart
         .draw_series(LineSeries::new(points.to_vec(), color.stroke_width(2)))
         .map_err(err)?
@@ -298,11 +319,13 @@ pub fn pixel_histograms(raw: &ndarray::Array3<u8>, normalized: &ndarray::Array3<
             let w = top / BINS as f64;
             chart
                 .draw_series(counts.iter().enumerate().map(|(i, &c)| {
-                    Rectangle::new([(i as f64 * w, 0.0), ((i + 1) as f64 * w, c as f64)], RGBColor(31, 119, 180).filled())
+                    Rectangle::new(
+                        [(i as f64 * w, 0.0), ((i + 1) as f64 * w, c as f64)],
+                        RGBColor(31, 119, 180).filled(),
+                    )
                 }))
                 .map_err(err)?;
         }
         Ok(())
     })
 }
-

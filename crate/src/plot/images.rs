@@ -24,24 +24,17 @@ pub fn image_with_colorbar(image: &impl AsImage) -> Result<Figure> {
         // Grid ticks every 5 pixels, like matplotlib's axes.
         for t in (0..28).step_by(5) {
             let p = t as i32 * scale + scale / 2;
-            root.draw(&Text::new(t.to_string(), (x0 + p, y0 + side + 4), centered(13.0, BLACK)))
+            root.draw(&Text::new(t.to_string(), (x0 + p, y0 + side + 4), centered(13.0, BLACK))).map_err(err)?;
+            root.draw(&Text::new(t.to_string(), (x0 - 4, y0 + p), font(13.0).pos(Pos::new(HPos::Right, VPos::Center))))
                 .map_err(err)?;
-            root.draw(&Text::new(
-                t.to_string(),
-                (x0 - 4, y0 + p),
-                font(13.0).pos(Pos::new(HPos::Right, VPos::Center)),
-            ))
-            .map_err(err)?;
         }
         // Colour bar.
         let (bx, bw) = (x0 + side + 25, 22);
         for i in 0..side {
             let v = 1.0 - i as f32 / (side - 1) as f32;
-            root.draw(&Rectangle::new([(bx, y0 + i), (bx + bw, y0 + i + 1)], viridis(v).filled()))
-                .map_err(err)?;
+            root.draw(&Rectangle::new([(bx, y0 + i), (bx + bw, y0 + i + 1)], viridis(v).filled())).map_err(err)?;
         }
-        root.draw(&Rectangle::new([(bx, y0), (bx + bw, y0 + side)], BLACK.stroke_width(1)))
-            .map_err(err)?;
+        root.draw(&Rectangle::new([(bx, y0), (bx + bw, y0 + side)], BLACK.stroke_width(1))).map_err(err)?;
         let ticks: Vec<f32> = if top > 1.0 {
             (0..=5).map(|k| k as f32 * 50.0).collect()
         } else {
@@ -51,12 +44,8 @@ pub fn image_with_colorbar(image: &impl AsImage) -> Result<Figure> {
             let y = y0 + side - ((t / top) * side as f32).round() as i32;
             root.draw(&PathElement::new(vec![(bx + bw, y), (bx + bw + 5, y)], BLACK)).map_err(err)?;
             let label = if top > 1.0 { format!("{t:.0}") } else { format!("{t:.1}") };
-            root.draw(&Text::new(
-                label,
-                (bx + bw + 8, y),
-                font(13.0).pos(Pos::new(HPos::Left, VPos::Center)),
-            ))
-            .map_err(err)?;
+            root.draw(&Text::new(label, (bx + bw + 8, y), font(13.0).pos(Pos::new(HPos::Left, VPos::Center))))
+                .map_err(err)?;
         }
         Ok(())
     })
@@ -67,10 +56,8 @@ pub fn image_with_colorbar(image: &impl AsImage) -> Result<Figure> {
 pub fn image_grid(data: &Dataset, rows: usize, cols: usize) -> Result<Figure> {
     let n = (rows * cols).min(data.len());
     let indices: Vec<usize> = (0..n).collect();
-    let labels: Vec<(Vec<String>, RGBColor)> = indices
-        .iter()
-        .map(|&i| (vec![CLASS_NAMES[data.labels[i] as usize].to_string()], BLACK))
-        .collect();
+    let labels: Vec<(Vec<String>, RGBColor)> =
+        indices.iter().map(|&i| (vec![CLASS_NAMES[data.labels[i] as usize].to_string()], BLACK)).collect();
     tiles(data, &indices, &labels, cols, 4)
 }
 
@@ -79,13 +66,20 @@ const CAPTION_PX: f64 = 12.0;
 
 /// Tiles of images with a coloured caption of one or more lines each; a tile is as wide as its
 /// widest caption line needs, so the figure is no wider than it must be.
-pub(super) fn tiles(data: &Dataset, indices: &[usize], captions: &[(Vec<String>, RGBColor)], cols: usize, scale: i32) -> Result<Figure> {
+pub(super) fn tiles(
+    data: &Dataset,
+    indices: &[usize],
+    captions: &[(Vec<String>, RGBColor)],
+    cols: usize,
+    scale: i32,
+) -> Result<Figure> {
     let cols = cols.max(1);
     let rows = indices.len().div_ceil(cols).max(1);
     let side = 28 * scale;
     let line_h = CAPTION_PX as i32 + 3;
     let lines = captions.iter().map(|c| c.0.len()).max().unwrap_or(0) as i32;
-    let widest = captions.iter().flat_map(|c| &c.0).map(|l| canvas::text_width(CAPTION_PX as f32, l)).max().unwrap_or(0);
+    let widest =
+        captions.iter().flat_map(|c| &c.0).map(|l| canvas::text_width(CAPTION_PX as f32, l)).max().unwrap_or(0);
     let tile_w = side.max(widest) + 12;
     let tile_h = side + 6 + lines * line_h + 6;
     render((cols as i32 * tile_w + 10) as u32, (rows as i32 * tile_h + 10) as u32, |root| {
@@ -95,8 +89,7 @@ pub(super) fn tiles(data: &Dataset, indices: &[usize], captions: &[(Vec<String>,
             let y = 5 + r * tile_h;
             let img = data.images.index_axis(Axis(0), i).mapv(|p| p as f32 / 255.0);
             draw_image(root, img.view(), (x, y), scale, binary)?;
-            root.draw(&Rectangle::new([(x, y), (x + side, y + side)], GREY.stroke_width(1)))
-                .map_err(err)?;
+            root.draw(&Rectangle::new([(x, y), (x + side, y + side)], GREY.stroke_width(1))).map_err(err)?;
             for (j, line) in caption.iter().enumerate() {
                 let at = (5 + c * tile_w + tile_w / 2, y + side + 5 + j as i32 * line_h);
                 root.draw(&Text::new(line.clone(), at, centered(CAPTION_PX, *color))).map_err(err)?;
@@ -147,4 +140,3 @@ pub fn weight_images(weights: &Array2<f32>) -> Result<Figure> {
         Ok(())
     })
 }
-

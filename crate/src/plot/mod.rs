@@ -25,7 +25,6 @@
 //! | `charts.rs` | charts: training curves, lines, sweeps, the confusion matrix, pixel histograms |
 //! | `canvas.rs` | text drawn glyph by glyph (plotters 0.3.7 misplaces glyphs) |
 
-
 use std::sync::Once;
 
 mod canvas;
@@ -49,7 +48,8 @@ use crate::error::{Error, Result};
 pub use charts::{confusion_matrix, lines, pixel_histograms, spread, training_curves};
 pub use images::{image_grid, image_with_colorbar, weight_images};
 pub use predictions::{
-    caption, confident_mistakes, image_and_probabilities, prediction_grid, prediction_pairs, predictions_for, value_array,
+    caption, confident_mistakes, image_and_probabilities, prediction_grid, prediction_pairs, predictions_for,
+    value_array,
 };
 
 /// Right predictions (the guide's `'blue'`).
@@ -154,10 +154,17 @@ impl AsImage for Array2<f32> {
 /// Matplotlib's "tab10" colours, one per series: all dark enough to read on white.
 pub(super) fn series_color(k: usize) -> RGBAColor {
     const TAB10: [(u8, u8, u8); 10] = [
-        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
     ];
     let (r, g, b) = TAB10[k % TAB10.len()];
     RGBColor(r, g, b).to_rgba()
 }
-

@@ -52,10 +52,8 @@ pub fn confident_mistakes(data: &Dataset, probs: &Array2<f32>, n: usize, cols: u
     check_probs(data, probs)?;
     let wrong = metrics::confident_mistakes(&data.labels, probs, n)?;
     let indices: Vec<usize> = wrong.iter().map(|w| w.0).collect();
-    let captions: Vec<(Vec<String>, RGBColor)> = wrong
-        .iter()
-        .map(|&(i, p, prob)| (caption_lines(p, prob, data.labels[i] as usize), WRONG))
-        .collect();
+    let captions: Vec<(Vec<String>, RGBColor)> =
+        wrong.iter().map(|&(i, p, prob)| (caption_lines(p, prob, data.labels[i] as usize), WRONG)).collect();
     tiles(data, &indices, &captions, cols, 3)
 }
 
@@ -72,7 +70,12 @@ fn check_probs(data: &Dataset, probs: &Array2<f32>) -> Result<()> {
 }
 
 /// Draws the 10 class probabilities as bars: predicted bar red, true bar blue, others grey, y in [0, 1].
-fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, probs: &[f32], truth: Option<usize>, names: bool) -> Result<()> {
+fn draw_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    probs: &[f32],
+    truth: Option<usize>,
+    names: bool,
+) -> Result<()> {
     let pred = argmax(probs);
     let mut chart = ChartBuilder::on(area)
         .margin(6)
@@ -112,8 +115,7 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, probs: &[f32], t
         // Class names under the bars, turned 90° (plotters turns text by right angles only).
         for (i, name) in CLASS_NAMES.iter().enumerate() {
             let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i as i32), 0.0));
-            area.draw(&Text::new(*name, (x + 7, y + 6), font(12.0).transform(FontTransform::Rotate90)))
-                .map_err(err)?;
+            area.draw(&Text::new(*name, (x + 7, y + 6), font(12.0).transform(FontTransform::Rotate90))).map_err(err)?;
         }
     }
     Ok(())
@@ -129,7 +131,12 @@ pub fn value_array(probs: &Array1<f32>, truth: Option<usize>) -> Result<Figure> 
 }
 
 /// Draws `plot_image` + `plot_value_array` for image `i` into `area`.
-fn draw_pair<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Dataset, probs: &Array2<f32>, i: usize) -> Result<()> {
+fn draw_pair<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    data: &Dataset,
+    probs: &Array2<f32>,
+    i: usize,
+) -> Result<()> {
     let (left, right) = area.split_horizontally(area.dim_in_pixel().0 as i32 / 2);
     let p = probs.row(i).to_vec();
     let pred = argmax(&p);
@@ -168,4 +175,3 @@ pub fn prediction_pairs(data: &Dataset, probs: &Array2<f32>, rows: usize, cols: 
         Ok(())
     })
 }
-

@@ -60,13 +60,18 @@ fn check_weights_file(path: &Path, expected: &[TensorInfo], model: &str) -> Resu
     }
     let need: u64 = expected.iter().map(|t| 4 * t.shape.iter().product::<usize>() as u64).sum();
     if meta.len() > need + 8 + HEADER_ROOM {
-        return Err(mismatch(path, model, format!("the file is {} bytes, this network's weights take {need}: they belong to a bigger network", meta.len())));
+        return Err(mismatch(
+            path,
+            model,
+            format!(
+                "the file is {} bytes, this network's weights take {need}: they belong to a bigger network",
+                meta.len()
+            ),
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = ::safetensors::tensor::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
-        path: path.to_path_buf(),
-        reason: format!("not a safetensors file ({e:?})"),
-    })?;
+    let file = ::safetensors::tensor::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Weights { path: path.to_path_buf(), reason: format!("not a safetensors file ({e:?})") })?;
     let mut found: Vec<String> = file.names().into_iter().cloned().collect();
     found.sort();
     let mut want: Vec<String> = expected.iter().map(|t| t.name.clone()).collect();

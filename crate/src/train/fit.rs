@@ -41,10 +41,15 @@ impl<N: Network> Model<N> {
         let data = FitData::new(x, y, &options)?;
         let summary = model::summarize::<N>(&self.net, &self.name)?;
         step::check_memory(&summary, options.batch_size.min(data.len()), step::available_memory())?;
-        if let Some(stop) = options.early_stopping.filter(|s| s.monitor.needs_validation() && data.validation().is_none()) {
+        if let Some(stop) =
+            options.early_stopping.filter(|s| s.monitor.needs_validation() && data.validation().is_none())
+        {
             return Err(Error::Setting {
                 setting: "early_stopping",
-                reason: format!("monitoring {} needs validation data: set validation_split (e.g. 0.1) or validation_data", stop.monitor.name()),
+                reason: format!(
+                    "monitoring {} needs validation data: set validation_split (e.g. 0.1) or validation_data",
+                    stop.monitor.name()
+                ),
             });
         }
         let mut run = match options.run.clone() {
@@ -75,7 +80,12 @@ impl<N: Network> Model<N> {
     }
 
     /// The epochs of `fit`.
-    fn train_epochs(&mut self, data: &FitData, options: &FitOptions, mut run: Option<&mut RunWriter>) -> Result<History> {
+    fn train_epochs(
+        &mut self,
+        data: &FitData,
+        options: &FitOptions,
+        mut run: Option<&mut RunWriter>,
+    ) -> Result<History> {
         let Model { net, dev, opt, seed, epochs_done, verbosity, .. } = self;
         let opt: &mut OptState<N::Net> = opt.as_mut().ok_or(Error::NotCompiled)?;
         let dev: &Dev = dev;
@@ -141,8 +151,15 @@ impl<N: Network> Model<N> {
                 let best = history.best_epoch.unwrap_or(epoch);
                 let restore = s.best_net.take();
                 if *verbosity == Verbosity::Progress {
-                    let restoring = if restore.is_some() { format!("; restoring the weights of epoch {best}") } else { String::new() };
-                    println!("Epoch {epoch}: early stopping ({} best at epoch {best}){restoring}", s.config.monitor.name());
+                    let restoring = if restore.is_some() {
+                        format!("; restoring the weights of epoch {best}")
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "Epoch {epoch}: early stopping ({} best at epoch {best}){restoring}",
+                        s.config.monitor.name()
+                    );
                 }
                 if let Some(best_net) = restore {
                     *net = best_net;

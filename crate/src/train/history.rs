@@ -65,7 +65,10 @@ impl History {
 
     /// Reads what [`History::to_csv`] wrote (`path` names the file in errors).
     pub fn from_csv(text: &str, path: &Path) -> Result<History> {
-        let bad = |line: usize, what: &str| Error::Corrupt { path: path.to_path_buf(), reason: format!("line {line}: {what}") };
+        let bad = |line: usize, what: &str| Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("line {line}: {what}"),
+        };
         let mut lines = text.lines();
         if lines.next().map(str::trim) != Some(Self::COLUMNS.join(",").as_str()) {
             return Err(bad(1, &format!("expected the header {}", Self::COLUMNS.join(","))));
@@ -76,7 +79,8 @@ impl History {
             if cells.len() != 6 {
                 return Err(bad(i + 2, "expected 6 values"));
             }
-            let num = |j: usize| cells[j].parse::<f64>().map_err(|_| bad(i + 2, &format!("`{}` is not a number", cells[j])));
+            let num =
+                |j: usize| cells[j].parse::<f64>().map_err(|_| bad(i + 2, &format!("`{}` is not a number", cells[j])));
             let opt = |j: usize| if cells[j].is_empty() { Ok(None) } else { num(j).map(Some) };
             epochs.push(EpochLog {
                 epoch: cells[0].parse().map_err(|_| bad(i + 2, "bad epoch"))?,
@@ -119,7 +123,14 @@ mod tests {
     #[test]
     fn dataframe_has_nulls_without_validation_and_csv_empty_cells() {
         let h = History {
-            epochs: vec![EpochLog { epoch: 1, loss: 0.5, accuracy: 0.8, val_loss: None, val_accuracy: None, seconds: 1.0 }],
+            epochs: vec![EpochLog {
+                epoch: 1,
+                loss: 0.5,
+                accuracy: 0.8,
+                val_loss: None,
+                val_accuracy: None,
+                seconds: 1.0,
+            }],
             ..Default::default()
         };
         let df = h.to_dataframe().unwrap();
@@ -129,7 +140,10 @@ mod tests {
         assert_eq!(h.to_csv(), "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,0.500000,0.800000,,,1.000\n");
         let p = Path::new("history.csv");
         assert_eq!(History::from_csv(&h.to_csv(), p).unwrap(), h);
-        let with_val = History { epochs: vec![EpochLog { val_loss: Some(0.25), val_accuracy: Some(0.75), ..h.epochs[0] }], ..Default::default() };
+        let with_val = History {
+            epochs: vec![EpochLog { val_loss: Some(0.25), val_accuracy: Some(0.75), ..h.epochs[0] }],
+            ..Default::default()
+        };
         assert_eq!(History::from_csv(&with_val.to_csv(), p).unwrap(), with_val);
         assert!(matches!(History::from_csv("epoch,loss\n", p), Err(Error::Corrupt { .. })));
         assert!(History::from_csv(&(h.to_csv() + "2,x,1,,,1\n"), p).unwrap_err().to_string().contains("line 3"));

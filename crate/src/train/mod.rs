@@ -116,7 +116,15 @@ impl<N: Network> Model<N> {
         #[cfg(feature = "cuda")]
         model::glorot_init(&mut net).map_err(dev_err)?;
         model::summarize::<N>(&net, "sequential")?;
-        let mut model = Model::<N> { name: "sequential".into(), seed, dev, net, opt: None, epochs_done: 0, verbosity: Verbosity::Progress };
+        let mut model = Model::<N> {
+            name: "sequential".into(),
+            seed,
+            dev,
+            net,
+            opt: None,
+            epochs_done: 0,
+            verbosity: Verbosity::Progress,
+        };
         // The first layer's input is the images: nothing needs its gradient.
         Layer::input_is_data(&mut model.net);
         Ok(model)

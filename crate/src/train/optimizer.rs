@@ -86,7 +86,9 @@ impl Optimizer {
         }
         if let Optimizer::Sgd(Sgd { momentum, .. }) = self {
             if !(0.0..1.0).contains(momentum) {
-                return Err(crate::Error::InvalidArgument(format!("momentum must be in [0, 1), got {momentum}; 0.9 is usual")));
+                return Err(crate::Error::InvalidArgument(format!(
+                    "momentum must be in [0, 1), got {momentum}; 0.9 is usual"
+                )));
             }
         }
         Ok(())
@@ -137,7 +139,11 @@ impl<M: TensorCollection<f32, Dev>> OptState<M> {
             type Err = CpuError;
             type E2 = f32;
             type D2 = Dev;
-            fn visit<S: Shape>(&mut self, _: TensorOptions<S, f32, Dev>, t: &mut Tensor<S, f32, Dev>) -> Result<Option<Tensor<S, f32, Dev>>, CpuError> {
+            fn visit<S: Shape>(
+                &mut self,
+                _: TensorOptions<S, f32, Dev>,
+                t: &mut Tensor<S, f32, Dev>,
+            ) -> Result<Option<Tensor<S, f32, Dev>>, CpuError> {
                 let scratch = self.state.read(t.shape().num_elements());
                 t.copy_into(scratch);
                 self.state.step(self.index, self.grads.get_or_alloc_mut(t)?);
@@ -145,7 +151,11 @@ impl<M: TensorCollection<f32, Dev>> OptState<M> {
                 self.index += 1;
                 Ok(None)
             }
-            fn visit_scalar<N: num_traits::NumCast>(&mut self, _: ScalarOptions<N>, _: &mut N) -> Result<Option<N>, CpuError> {
+            fn visit_scalar<N: num_traits::NumCast>(
+                &mut self,
+                _: ScalarOptions<N>,
+                _: &mut N,
+            ) -> Result<Option<N>, CpuError> {
                 Ok(None)
             }
         }
@@ -221,7 +231,11 @@ impl<M: TensorCollection<f32, Dev>> DfdxOpt<M> {
             )),
             Optimizer::Sgd(Sgd { learning_rate, momentum }) => DfdxOpt::Sgd(dfdx::optim::Sgd::new(
                 net,
-                SgdConfig { lr: learning_rate, momentum: (momentum != 0.0).then_some(Momentum::Classic(momentum)), weight_decay: None },
+                SgdConfig {
+                    lr: learning_rate,
+                    momentum: (momentum != 0.0).then_some(Momentum::Classic(momentum)),
+                    weight_decay: None,
+                },
             )),
         }
     }

@@ -21,13 +21,7 @@ impl Progress {
         if on {
             println!("Epoch {epoch}/{epochs}");
         }
-        Progress {
-            on,
-            tty: std::io::stdout().is_terminal(),
-            total,
-            start: Instant::now(),
-            last_draw: Instant::now(),
-        }
+        Progress { on, tty: std::io::stdout().is_terminal(), total, start: Instant::now(), last_draw: Instant::now() }
     }
 
     fn bar(&self, done: usize) -> String {
@@ -58,9 +52,8 @@ impl Progress {
         if !self.on {
             return;
         }
-        let val = val
-            .map(|v| format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy))
-            .unwrap_or_default();
+        let val =
+            val.map(|v| format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy)).unwrap_or_default();
         println!(
             "{}{} - {:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4}{val}",
             if self.tty { "\r" } else { "" },

@@ -273,7 +273,10 @@ mod tests {
     #[test]
     fn an_old_flat_run_json_still_reads() {
         let r = RunRecord::from_json(OLD, Path::new("run.json")).unwrap();
-        assert_eq!((r.name.as_str(), r.params_count, r.validation_images, r.early_stopping.as_deref()), ("mlp-10-epochs", 101_770, Some(6000), None));
+        assert_eq!(
+            (r.name.as_str(), r.params_count, r.validation_images, r.early_stopping.as_deref()),
+            ("mlp-10-epochs", 101_770, Some(6000), None)
+        );
         assert_eq!(r.params.iter().collect::<Vec<_>>(), [(&"train_subset".to_string(), &"60000".to_string())]);
         assert_eq!((r.created_ms, r.val_accuracy, r.best_epoch), (1_795_566_645_000, Some(0.8848333333333334), None));
         // Written again, it reads back the same in today's format.
@@ -286,7 +289,10 @@ mod tests {
         for bad in ["", "{", "[1]", "{\"name\": 3}", &OLD[..OLD.len() / 2]] {
             let e = RunRecord::from_json(bad, Path::new("runs/x/run.json")).unwrap_err();
             assert!(matches!(e, Error::Corrupt { .. }), "{bad}: {e}");
-            assert!(e.to_string().contains("runs/x/run.json") && e.to_string().contains("delete the run's folder"), "{e}");
+            assert!(
+                e.to_string().contains("runs/x/run.json") && e.to_string().contains("delete the run's folder"),
+                "{e}"
+            );
         }
     }
 

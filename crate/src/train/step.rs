@@ -64,7 +64,10 @@ impl<'a> FitData<'a> {
             return Err(setting("validation_split", format!("must be in [0, 1), got {split}")));
         }
         if split > 0.0 && options.validation_data.is_some() {
-            return Err(setting("validation_split", "give either validation_data or validation_split, not both".into()));
+            return Err(setting(
+                "validation_split",
+                "give either validation_data or validation_split, not both".into(),
+            ));
         }
         if options.batch_size == 0 {
             return Err(setting("batch_size", "must be at least 1".into()));
@@ -72,7 +75,10 @@ impl<'a> FitData<'a> {
         let n = y.len();
         let n_train = n - (n as f64 * split).round() as usize;
         if n_train == 0 {
-            return Err(setting("validation_split", format!("{split} leaves no training images of {n}: use a smaller one")));
+            return Err(setting(
+                "validation_split",
+                format!("{split} leaves no training images of {n}: use a smaller one"),
+            ));
         }
         let validation = match options.validation_data {
             Some((vx, vy)) => {
@@ -121,7 +127,8 @@ pub(crate) fn train_step<M>(
     at: (usize, usize),
 ) -> Result<(StepStats, Gradients<f32, Dev>)>
 where
-    M: TensorCollection<f32, Dev> + ModuleMut<Images<OwnedTape<f32, Dev>>, Output = Logits<OwnedTape<f32, Dev>>, Error = <Dev as HasErr>::Err>,
+    M: TensorCollection<f32, Dev>
+        + ModuleMut<Images<OwnedTape<f32, Dev>>, Output = Logits<OwnedTape<f32, Dev>>, Error = <Dev as HasErr>::Err>,
 {
     // 1. forward: the images carry the gradient tape through the network
     let logits = net.try_forward_mut(batch.images.traced(grads)).map_err(dev_err)?;
@@ -134,7 +141,12 @@ where
 
 /// Sparse categorical cross-entropy of the logits (Keras' `from_logits=True`), then backward.
 /// `at` is (epoch, batch), for the error if the loss is not finite.
-fn loss_and_backward(logits: Logits<OwnedTape<f32, Dev>>, targets: Logits, labels: &[u8], at: (usize, usize)) -> Result<(StepStats, Gradients<f32, Dev>)> {
+fn loss_and_backward(
+    logits: Logits<OwnedTape<f32, Dev>>,
+    targets: Logits,
+    labels: &[u8],
+    at: (usize, usize),
+) -> Result<(StepStats, Gradients<f32, Dev>)> {
     let (logits, tape) = logits.split_tape();
     let host = logits.as_vec();
     let loss = cross_entropy_with_logits_loss(logits.put_tape(tape), targets);
@@ -253,13 +265,16 @@ pub(crate) fn check_memory(summary: &Summary, batch: usize, available: Option<u6
     let need = per * batch as u64;
     if need > budget {
         let gb = |b: u64| b as f64 / 1e9;
-        return Err(Error::Setting { setting: "batch_size", reason: format!(
-            "{batch} needs about {:.1} GB for this network's activations, more than half the {:.1} GB \
+        return Err(Error::Setting {
+            setting: "batch_size",
+            reason: format!(
+                "{batch} needs about {:.1} GB for this network's activations, more than half the {:.1} GB \
              of memory available; the largest batch that fits is {}",
-            gb(need),
-            gb(available),
-            (budget / per.max(1)).max(1)
-        ) });
+                gb(need),
+                gb(available),
+                (budget / per.max(1)).max(1)
+            ),
+        });
     }
     Ok(())
 }
@@ -303,4 +318,3 @@ fn log_sum_exp_argmax(v: &[f32]) -> (f64, usize) {
     let s: f64 = v.iter().map(|&x| (x as f64 - m).exp()).sum();
     (m + s.ln(), arg)
 }
-

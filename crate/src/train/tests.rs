@@ -86,7 +86,11 @@ fn validation_split_holds_out_the_last_images() {
     let (vx, vy) = (x.slice(s![80.., .., ..]).to_owned(), y.slice(s![80..]).to_owned());
     let mut b = quiet::<LinearArch>(0);
     let h2 = b.fit(&tx, &ty, FitOptions { validation_data: Some((&vx, &vy)), ..opts(1, 16) }).unwrap();
-    assert_eq!(h, { let mut h2 = h2; h2.epochs[0].seconds = h.epochs[0].seconds; h2 });
+    assert_eq!(h, {
+        let mut h2 = h2;
+        h2.epochs[0].seconds = h.epochs[0].seconds;
+        h2
+    });
     let both = FitOptions { validation_split: 0.2, validation_data: Some((&vx, &vy)), ..opts(1, 16) };
     assert!(a.fit(&x, &y, both).unwrap_err().to_string().contains("not both"));
     assert!(a.fit(&x, &y, FitOptions { validation_split: 1.0, ..opts(1, 16) }).is_err());
@@ -178,7 +182,11 @@ fn batches_too_large_for_memory_are_refused_naming_one_that_fits() {
     let per = step::bytes_per_image(&cnn);
     assert!((800_000..1_200_000).contains(&per), "{per}");
     let e = step::check_memory(&cnn, 100_000, Some(24_000_000_000)).unwrap_err().to_string();
-    assert!(e.contains("batch_size: 100000") && e.contains(&format!("the largest batch that fits is {}", 12_000_000_000 / per)), "{e}");
+    assert!(
+        e.contains("batch_size: 100000")
+            && e.contains(&format!("the largest batch that fits is {}", 12_000_000_000 / per)),
+        "{e}"
+    );
     assert!(step::check_memory(&cnn, 64, Some(24_000_000_000)).is_ok());
     assert!(step::check_memory(&cnn, 100_000, None).is_ok(), "unknown memory: no check");
 }
@@ -278,7 +286,9 @@ fn dropout_acts_while_training_only() {
 fn optimizers_match_dfdx() {
     use dfdx::optim::Optimizer as _;
     let (x, y) = toy(64, 11);
-    for config in [Optimizer::Adam(Adam { learning_rate: 1e-2 }), Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 0.9 })] {
+    for config in
+        [Optimizer::Adam(Adam { learning_rate: 1e-2 }), Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 0.9 })]
+    {
         let mut ours = quiet::<MlpArch>(1);
         ours.compile(config);
         ours.fit(&x, &y, FitOptions { shuffle: false, ..opts(1, 16) }).unwrap();
@@ -286,8 +296,12 @@ fn optimizers_match_dfdx() {
         let reference = Model::<MlpArch>::new(1).unwrap();
         let dev = reference.device().clone();
         let mut net = reference.network().clone();
-        let mut adam = dfdx::optim::Adam::new(&net, AdamConfig { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-7, weight_decay: None });
-        let mut sgd = dfdx::optim::Sgd::new(&net, SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: None });
+        let mut adam =
+            dfdx::optim::Adam::new(&net, AdamConfig { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-7, weight_decay: None });
+        let mut sgd = dfdx::optim::Sgd::new(
+            &net,
+            SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: None },
+        );
         let mut grads = net.alloc_grads();
         for start in (0..64).step_by(16) {
             let idx: Vec<usize> = (start..start + 16).collect();
@@ -311,7 +325,12 @@ fn optimizers_match_dfdx() {
 #[test]
 fn early_stopping_stops_after_patience_and_restores_the_best_weights() {
     let (x, y) = toy(200, 12);
-    let never = |patience, restore| EarlyStopping { monitor: Monitor::Accuracy, patience, min_delta: 1.0, restore_best_weights: restore };
+    let never = |patience, restore| EarlyStopping {
+        monitor: Monitor::Accuracy,
+        patience,
+        min_delta: 1.0,
+        restore_best_weights: restore,
+    };
     let mut m = quiet::<MlpArch>(1);
     let h = m.fit(&x, &y, FitOptions { early_stopping: Some(never(0, false)), ..opts(10, 32) }).unwrap();
     assert_eq!((h.epochs.len(), h.best_epoch, h.stopped_early), (2, Some(1), true));
@@ -372,7 +391,12 @@ fn a_run_log_is_written_whole_and_read_back() {
     let mut bad = quiet::<LinearArch>(0);
     bad.compile(Sgd { learning_rate: 1e38, momentum: 0.0 });
     assert!(bad.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "diverged")), ..opts(2, 32) }).is_err());
-    let left: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let left: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(left.len(), 2, "{left:?}");
-    assert!(bad.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "../x")), ..opts(1, 32) }).unwrap_err().to_string().contains("plain folder name"));
+    assert!(bad
+        .fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "../x")), ..opts(1, 32) })
+        .unwrap_err()
+        .to_string()
+        .contains("plain folder name"));
 }
