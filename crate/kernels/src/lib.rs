@@ -168,7 +168,7 @@ mod tests {
     /// instead of leaving the pool's other threads spinning (the test would hang).
     #[test]
     fn on_pool_returns_and_propagates_panics() {
-        assert_eq!(on_pool(|| rayon::current_thread_index().is_some()), true);
+        assert!(on_pool(|| rayon::current_thread_index().is_some()));
         let (a, b) = on_pool(|| rayon::join(|| 1, || 2));
         assert_eq!((a, b), (1, 2));
         let caught = std::panic::catch_unwind(|| on_pool(|| -> u8 { panic!("a layer failed") }));

@@ -92,6 +92,8 @@ pub(crate) fn add_kernel_gradient(m: &[f32], cin: usize, cout: usize, grad_kerne
 
 /// `dst += T src Tᵀ` for every channel pair: `src` holds `I×I` positions and `dst` `O×O`, each an
 /// `(IN, OUT)` matrix. Rows then columns, over all OUT channels at once (vectorised).
+// The loops index the transform matrix and the tiles by the same letters as the formula.
+#[allow(clippy::needless_range_loop)]
 fn add_sandwich<const I: usize, const O: usize>(
     t: &[[f32; I]; O],
     src: &[f32],
@@ -392,7 +394,7 @@ fn tile_to_planes<const N: usize, const L: usize, T: ToSix<N>>(
 /// `L` channels from `cb` of one output tile (at `at` of the 36 planes): `Aᵀ m A`, written (or added)
 /// to the pixels of the 4×4 block inside the image.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn output_tile<const L: usize>(
     mm: Planes,
     at: usize,

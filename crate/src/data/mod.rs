@@ -317,7 +317,7 @@ mod tests {
 
     /// Writes a tiny dataset: `n` train and `n` test samples, pixels = sample index, label = index % 10.
     fn write_set(dir: &Path, n: u32, compress: bool) {
-        let imgs: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat(i as u8).take(784)).collect();
+        let imgs: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(i as u8, 784)).collect();
         let labs: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
         for (images, labels) in [TRAIN_FILES, TEST_FILES] {
             let i = encode(IMAGES_MAGIC, &[n, 28, 28], &imgs);

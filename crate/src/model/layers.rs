@@ -513,28 +513,15 @@ mod tests {
 
     type Dev = Cpu;
 
-    /// Naive reference: direct 4-loop convolution in f64.
-    fn naive_conv(
-        x: &[f32],
-        b: usize,
-        h: usize,
-        w: usize,
-        cin: usize,
-        kern: &[f32],
-        bias: &[f32],
-        k: usize,
-    ) -> Vec<f64> {
-        naive_conv_p(x, b, h, w, cin, kern, bias, k, 0)
+    /// Naive reference: direct 4-loop convolution in f64 of `(b, h, w, cin)` NHWC images.
+    fn naive_conv(x: &[f32], dims: (usize, usize, usize, usize), kern: &[f32], bias: &[f32], k: usize) -> Vec<f64> {
+        naive_conv_p(x, dims, kern, bias, k, 0)
     }
 
     /// Naive reference with `p` pixels of zero padding.
-    #[allow(clippy::too_many_arguments)]
     fn naive_conv_p(
         x: &[f32],
-        b: usize,
-        h: usize,
-        w: usize,
-        cin: usize,
+        (b, h, w, cin): (usize, usize, usize, usize),
         kern: &[f32],
         bias: &[f32],
         k: usize,
@@ -609,7 +596,7 @@ mod tests {
         let x: Tensor<(usize, usize, usize, Const<3>), f32, Dev> = dev.sample_normal_like(&(2, 7, 6, Const));
         let y = conv.forward(x.clone());
         assert_eq!(y.shape().concrete(), [2, 5, 4, 4]);
-        let want = naive_conv(&x.as_vec(), 2, 7, 6, 3, &conv.weight.as_vec(), &conv.bias.as_vec(), 3);
+        let want = naive_conv(&x.as_vec(), (2, 7, 6, 3), &conv.weight.as_vec(), &conv.bias.as_vec(), 3);
         close(&y.as_vec(), &want, 1e-5);
     }
 
@@ -621,11 +608,11 @@ mod tests {
         let y = conv.forward(x.clone());
         assert_eq!(y.shape().concrete(), [2, 5, 4, 3], "same padding keeps the size");
         let (xv, wv, bv) = (x.as_vec(), conv.weight.as_vec(), conv.bias.as_vec());
-        close(&y.as_vec(), &naive_conv_p(&xv, 2, 5, 4, 2, &wv, &bv, 3, 1), 1e-5);
+        close(&y.as_vec(), &naive_conv_p(&xv, (2, 5, 4, 2), &wv, &bv, 3, 1), 1e-5);
         // Input gradient of sum(conv(x)) against central differences.
         let g = conv.forward(x.clone().traced(Gradients::leaky())).sum::<Rank0, _>().backward();
         let gx = g.get(&x).as_vec();
-        let f = |v: &[f32]| -> f64 { naive_conv_p(v, 2, 5, 4, 2, &wv, &bv, 3, 1).iter().sum() };
+        let f = |v: &[f32]| -> f64 { naive_conv_p(v, (2, 5, 4, 2), &wv, &bv, 3, 1).iter().sum() };
         let num: Vec<f64> = (0..xv.len())
             .map(|i| {
                 let (mut a, mut b) = (xv.clone(), xv.clone());
@@ -666,7 +653,7 @@ mod tests {
         let gb = grads.get(&conv.bias).as_vec();
         // Numerical (f64 reference conv, so differences are exact up to rounding of inputs).
         let f = |xv: &[f32], wv: &[f32], bv: &[f32]| -> f64 {
-            naive_conv(xv, 2, 5, 4, 2, wv, bv, 3).iter().zip(r.as_vec()).map(|(a, b)| a * b as f64).sum()
+            naive_conv(xv, (2, 5, 4, 2), wv, bv, 3).iter().zip(r.as_vec()).map(|(a, b)| a * b as f64).sum()
         };
         let (xv, wv, bv) = (x.as_vec(), conv.weight.as_vec(), conv.bias.as_vec());
         let eps = 1e-2f32;
@@ -739,7 +726,7 @@ mod tests {
         // The gradient of `sum(y · r)`. Where a window's two largest values (or its maximum and 0, for
         // ReLU) are within rounding of each other, which one the gradient goes to depends on the last
         // bits of the convolution: there `r` is 0, so both layers' choices give the same gradients.
-        let pre = naive_conv_p(&x.as_vec(), n, h, w, IN, &fused.weight.as_vec(), &fused.bias.as_vec(), 3, P);
+        let pre = naive_conv_p(&x.as_vec(), (n, h, w, IN), &fused.weight.as_vec(), &fused.bias.as_vec(), 3, P);
         let (hc, wc) = (h + 2 * P - 2, w + 2 * P - 2);
         let mut rv: Vec<f32> = dev.sample_normal_like(&(n, ho, wo, Const::<OUT>)).as_vec();
         for (cell, r) in rv.iter_mut().enumerate() {

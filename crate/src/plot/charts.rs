@@ -251,7 +251,7 @@ pub fn confusion_matrix(cm: &ConfusionMatrix) -> Result<Figure> {
             centered(17.0, BLACK),
         ))
         .map_err(err)?;
-        for t in 0..NUM_CLASSES {
+        for (t, class) in CLASS_NAMES.iter().enumerate() {
             for p in 0..NUM_CLASSES {
                 let n = cm.counts[[t, p]];
                 let v = n as f64 / max;
@@ -266,11 +266,11 @@ pub fn confusion_matrix(cm: &ConfusionMatrix) -> Result<Figure> {
                 .map_err(err)?;
             }
             let c = y0 + t as i32 * cellw + cellw / 2;
-            root.draw(&Text::new(CLASS_NAMES[t], (x0 - 6, c), font(13.0).pos(Pos::new(HPos::Right, VPos::Center))))
+            root.draw(&Text::new(*class, (x0 - 6, c), font(13.0).pos(Pos::new(HPos::Right, VPos::Center))))
                 .map_err(err)?;
             let cx = x0 + t as i32 * cellw + cellw / 2;
             root.draw(&Text::new(
-                CLASS_NAMES[t],
+                *class,
                 (cx, y0 + side + 6),
                 font(13.0).transform(FontTransform::Rotate90).pos(Pos::new(HPos::Left, VPos::Center)),
             ))

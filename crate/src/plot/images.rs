@@ -23,7 +23,7 @@ pub fn image_with_colorbar(image: &impl AsImage) -> Result<Figure> {
         draw_image(root, img.view(), (x0, y0), scale, viridis)?;
         // Grid ticks every 5 pixels, like matplotlib's axes.
         for t in (0..28).step_by(5) {
-            let p = t as i32 * scale + scale / 2;
+            let p = t * scale + scale / 2;
             root.draw(&Text::new(t.to_string(), (x0 + p, y0 + side + 4), centered(13.0, BLACK))).map_err(err)?;
             root.draw(&Text::new(t.to_string(), (x0 - 4, y0 + p), font(13.0).pos(Pos::new(HPos::Right, VPos::Center))))
                 .map_err(err)?;

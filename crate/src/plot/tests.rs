@@ -60,7 +60,7 @@ fn prediction_grid_labels_are_blue_when_right_and_red_when_wrong() {
         let (x, y) = (5 + c * tile_w, 5 + r * tile_h + 84);
         let red = count(&f, x, y, x + tile_w, y + tile_h - 84, is_red);
         let blue = count(&f, x, y, x + tile_w, y + tile_h - 84, is_blue);
-        if d.labels[i] % 2 == 0 {
+        if d.labels[i].is_multiple_of(2) {
             assert!(blue > 20 && red == 0, "tile {k}: blue {blue} red {red}");
         } else {
             assert!(red > 20 && blue == 0, "tile {k}: blue {blue} red {red}");
