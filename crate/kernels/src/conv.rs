@@ -402,7 +402,7 @@ mod timing {
 
     /// A profiling aid, not a check: per-part times of the CNN's two blocks for a batch of 64 on one
     /// thread, and of Adam on its largest tensor:
-    /// `cargo test --release -p fashion --lib timing -- --ignored --nocapture`.
+    /// `cargo test --release -p fashion-kernels timing -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn cnn_block_timings() {
