@@ -80,15 +80,21 @@ impl Optimizer {
     pub fn check(&self) -> Result<()> {
         let lr = self.learning_rate();
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(crate::Error::InvalidArgument(format!(
-                "the learning rate must be a positive number, got {lr}; Keras' default for Adam is 1e-3"
-            )));
+            let default = match self {
+                Optimizer::Adam(_) => Adam::default().learning_rate,
+                Optimizer::Sgd(_) => Sgd::default().learning_rate,
+            };
+            return Err(crate::Error::Setting {
+                setting: "learning_rate",
+                reason: format!("must be a positive number, got {lr}; Keras' default for {} is {default}", self.name()),
+            });
         }
         if let Optimizer::Sgd(Sgd { momentum, .. }) = self {
             if !(0.0..1.0).contains(momentum) {
-                return Err(crate::Error::InvalidArgument(format!(
-                    "momentum must be in [0, 1), got {momentum}; 0.9 is usual"
-                )));
+                return Err(crate::Error::Setting {
+                    setting: "momentum",
+                    reason: format!("must be in [0, 1), got {momentum}; 0.9 is usual"),
+                });
             }
         }
         Ok(())
