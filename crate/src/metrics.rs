@@ -20,8 +20,8 @@ impl ConfusionMatrix {
         if labels.len() != predicted.len() {
             return Err(Error::InvalidArgument(format!("{} labels but {} predictions", labels.len(), predicted.len())));
         }
-        crate::data::check_labels(&labels.to_vec())?;
-        crate::data::check_labels(&predicted.to_vec())?;
+        crate::data::check_labels(labels)?;
+        crate::data::check_labels(predicted)?;
         let mut counts = Array2::zeros((NUM_CLASSES, NUM_CLASSES));
         for (&t, &p) in labels.iter().zip(predicted) {
             counts[[t as usize, p as usize]] += 1;

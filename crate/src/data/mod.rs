@@ -50,9 +50,9 @@ pub struct Dataset {
 }
 
 /// [`Error::Label`] for the first label that is not a class.
-pub(crate) fn check_labels(labels: &[u8]) -> Result<()> {
-    match labels.iter().position(|&l| l as usize >= NUM_CLASSES) {
-        Some(index) => Err(Error::Label { index, label: labels[index] }),
+pub(crate) fn check_labels<'a>(labels: impl IntoIterator<Item = &'a u8>) -> Result<()> {
+    match labels.into_iter().enumerate().find(|(_, &l)| l as usize >= NUM_CLASSES) {
+        Some((index, &label)) => Err(Error::Label { index, label }),
         None => Ok(()),
     }
 }
@@ -78,7 +78,7 @@ impl Dataset {
         if images.shape()[1..] != [SIDE, SIDE] {
             return Err(Error::InvalidArgument(format!("images must be 28×28, got {:?}", &images.shape()[1..])));
         }
-        check_labels(labels.as_slice().unwrap_or(&labels.to_vec()))?;
+        check_labels(&labels)?;
         Ok(Dataset { images, labels })
     }
 

@@ -225,7 +225,7 @@ pub(crate) fn check_inputs<'a>(x: ArrayView3<'a, f32>, y: &Array1<u8>) -> Result
     if x.len_of(Axis(0)) != y.len() {
         return Err(Error::InvalidArgument(format!("{} images but {} labels", x.len_of(Axis(0)), y.len())));
     }
-    crate::data::check_labels(y.as_slice().unwrap_or(&y.to_vec()))?;
+    crate::data::check_labels(y)?;
     if let Some(pos) = xs.iter().position(|v| !v.is_finite()) {
         return Err(Error::InvalidArgument(format!(
             "image {} has a non-finite pixel (NaN or infinity); normalize with `normalize(&images)`",
