@@ -129,3 +129,97 @@ def test_run_all_in_jupyterlab_shows_every_figure(lab):
     assert not [o for o in outputs if "panicked at" in o], [o for o in outputs if "panicked at" in o]
     unexpected = [e for e in errors if "expected `64`, found `128`" not in e and "Warning" not in e]
     assert not unexpected, "unexpected error output:\n" + "\n---\n".join(e[:1500] for e in unexpected)
+
+
+def test_stop_during_a_fit_while_tensorboard_shows_it(lab):
+    """A learner's stop button: TensorBoard shown by one cell, a long fit in the next; while the fit runs
+    the page's TensorBoard frame has the run's first epochs (screenshot tests/executed/browser-mid-fit.png),
+    then ■ ends the fit and the cell after it runs with the trained model and the data."""
+    url, token = lab
+    runs = ROOT / "target" / "browser-runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    cells = [
+        ':dep fashion = { path = "../crate", default-features = false }\nuse fashion::prelude::*;\nsetup_notebook();',
+        "let data: FashionMnist = load_data()?;\nlet x: Array3<f32> = data.train.normalized();\n"
+        "let mut model: Model<MlpArch> = Model::new(42)?;\nmodel.compile(Adam::default());",
+        'tensorboard("../target/browser-runs")?.height(520)',
+        'let log: RunLog = RunLog { batch_loss_every: 0, ..RunLog::new("../target/browser-runs", "mlp-long").with_checkpoints() };\n'
+        "let history: History = model.fit(&x, &data.train.labels, FitOptions { epochs: 200, validation_split: 0.1, run: Some(log), ..Default::default() })?;",
+        'let test: Evaluation = model.evaluate(&data.test.normalized(), &data.test.labels)?;\n'
+        'println!("after the stop: {} epochs, test accuracy {:.4}, {} training images", history.epochs.len(), test.accuracy, data.train.len());',
+    ]
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {}, "outputs": [], "source": c}
+                    for i, c in enumerate(cells)],
+          "metadata": json.loads((ROOT / "notebooks" / "02-classify-clothing.ipynb").read_text())["metadata"],
+          "nbformat": 4, "nbformat_minor": 5}
+    copy = ROOT / "notebooks" / "browser-test-stop.ipynb"
+    copy.write_text(json.dumps(nb, indent=1))
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            netlog = []
+            page.on("requestfailed", lambda r: netlog.append(("FAILED", r.url[:120], r.failure)))
+            page.on("response", lambda r: netlog.append((r.status, r.url[:120])) if "localhost" in r.url else None)
+            page.on("console", lambda m: netlog.append(("console", m.text[:200])))
+            page.goto(f"{url}/lab/tree/{copy.name}?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+            page.get_by_text("Rust (fashion) | Idle").wait_for(timeout=300_000)  # the kernel is connected
+            page.locator(".jp-Notebook").first.click()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=False).first.click()
+            # Wait until the fit has logged two epochs (read from TensorBoard's own API, as its page does).
+            info, points, deadline = runs / ".tensorboard.json", 0, time.time() + float(os.environ.get("DBG_DEADLINE", 900))
+            while points < 2:
+                if time.time() > deadline:
+                    page.screenshot(path=str(EXECUTED / "browser-mid-fit.png"))
+                    raise AssertionError("the fit did not log two epochs: " + "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())[-3000:])
+                time.sleep(2)
+                if info.exists():
+                    board = json.loads(info.read_text())
+                    try:
+                        with urllib.request.urlopen(f"{board['url']}data/plugin/scalars/scalars?run=.mlp-long.running/validation&tag=epoch_accuracy", timeout=5) as r:
+                            points = len(json.loads(r.read()))
+                    except OSError:
+                        pass
+            # TensorBoard's page reloads its data every 30 s; a learner can press its ⟳ for it to reload now, as
+            # here (again if the first answer came late: the fit keeps both cores busy).
+            page.locator(".jp-OutputArea-output iframe").first.scroll_into_view_if_needed()
+            board_page = page.frame_locator(".jp-OutputArea-output iframe")
+            deadline = time.time() + 180
+            while True:
+                try:
+                    board_page.locator("button.reload-button").click(timeout=20_000)
+                except playwright.TimeoutError:
+                    pass
+                page.wait_for_timeout(10_000)
+                if board_page.locator("text=epoch_accuracy").count() and not board_page.locator("text=Data could not be loaded").count():
+                    break
+                assert time.time() < deadline, "TensorBoard's page did not show the run" + "\n".join(map(str, netlog[-60:]))
+            page.wait_for_timeout(3000)  # the charts draw
+            prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+            assert "*" in prompts[3], f"the fit cell is no longer running: {prompts}"
+            page.screenshot(path=str(EXECUTED / "browser-mid-fit.png"))
+            # ■: the toolbar's "Interrupt the kernel".
+            page.locator("[data-command='notebook:interrupt-kernel']").first.click()
+            start = time.time()
+            while True:
+                texts = page.locator(".jp-OutputArea-output").all_inner_texts()
+                if any("after the stop:" in t for t in texts):
+                    break
+                assert time.time() - start < 300, "the cell after the stopped fit did not run:\n" + "\n".join(texts)[-3000:]
+                time.sleep(1)
+            page.locator(".jp-CodeCell").nth(4).scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(EXECUTED / "browser-after-stop.png"))
+            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            browser.close()
+    finally:
+        copy.unlink(missing_ok=True)
+    text = "\n".join(outputs)
+    assert "Stopped in epoch" in text, text[-3000:]
+    assert "60000 training images" in text, text[-3000:]
+    accuracy = float(text.split("test accuracy ")[1].split(",")[0])
+    assert accuracy > 0.8, text[-2000:]
+    assert "panicked" not in text and "Subprocess terminated" not in text, text[-3000:]

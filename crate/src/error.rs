@@ -127,6 +127,15 @@ pub enum Error {
     #[error("{path}: {reason}. Fix: check the path; weights are written by `fit` + `save` (model.safetensors)")]
     Weights { path: PathBuf, reason: String },
 
+    /// A picture given to `data::load_image` that cannot become a model input: empty, not a PNG or
+    /// JPEG, cut short, too large to decode safely, or one plain colour.
+    #[error("cannot read {path} as a picture: {reason}. Fix: {fix}")]
+    Image { path: PathBuf, reason: String, fix: &'static str },
+
+    /// The TensorBoard server shown in a notebook could not be started.
+    #[error("TensorBoard: {reason}")]
+    TensorBoard { reason: String },
+
     /// Drawing or encoding a figure failed.
     #[error("plotting failed: {0}")]
     Plot(String),

@@ -51,6 +51,7 @@ pub fn param<T: std::str::FromStr + std::fmt::Display>(name: &str, default: T) -
 
 /// Everything a notebook cell uses.
 pub mod prelude {
+    pub use crate::data::load_image;
     pub use crate::data::{load_data, normalize, sample_indices, shape_str, Dataset, FashionMnist, CLASS_NAMES};
     pub use crate::display::{setup_notebook, EvcxrDisplay, Figure, Html, Table};
     pub use crate::error::{Error, Result};
@@ -63,6 +64,7 @@ pub mod prelude {
     pub use crate::param;
     pub use crate::plot;
     pub use crate::runs::{self, Run};
+    pub use crate::tensorboard::{tensorboard, TensorBoard};
     pub use crate::train::{
         Adam, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
     };

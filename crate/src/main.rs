@@ -52,6 +52,10 @@ struct TrainArgs {
     /// lists the runs of its parent folder).
     #[arg(long, default_value = "runs/model")]
     out: PathBuf,
+    /// Keep a checkpoint after every epoch; the same command resumes a run that was killed or stopped
+    /// (Ctrl-C ends training at the end of a batch) and ends as it would have uninterrupted.
+    #[arg(long)]
+    checkpoint: bool,
 }
 
 /// The optimizers `--optimizer` names.
@@ -211,6 +215,9 @@ impl WithNetwork for TrainArgs {
         let mut run = RunLog::new(parent, name.to_string_lossy()).with_weights();
         if let Some(n) = self.train_subset {
             run = run.param("train_subset", n);
+        }
+        if self.checkpoint {
+            run = run.with_checkpoints();
         }
         let mut m = Model::<N>::new(self.seed)?.named(arch.name());
         println!("{}\n", m.summary());

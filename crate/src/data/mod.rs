@@ -16,12 +16,15 @@
 mod batch;
 mod download;
 pub mod idx;
+mod image;
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array3, Axis};
 
 pub use batch::{sample_indices, BatchOrder, Batches, LastBatch};
+
+pub use self::image::{image_from_bytes, load_image, shop_picture, MAX_FILE_BYTES, MAX_SIDE};
 
 pub use download::{
     clean_up_interrupted, download, download_from, download_with, FileSpec, Limits, DEFAULT_BASE_URL, FILES,

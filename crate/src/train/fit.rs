@@ -9,15 +9,41 @@ use crate::data::{BatchOrder, Batches, LastBatch};
 use crate::error::{Error, Result};
 use crate::model::{self, Dev, Network};
 
+use super::interrupt::StopOnInterrupt;
 use super::optimizer::OptState;
 use super::progress::Progress;
-use super::run_log::{RunRecord, RunWriter};
+use super::run_log::{RunLock, RunRecord, RunWriter};
 use super::step::{self, dev_err, Batch, FitData};
 use super::stopping::Stopper;
 use super::{evcxr_ids, EpochLog, FitOptions, History, Model, Verbosity};
 
+use super::checkpoint;
+#[cfg(not(feature = "cuda"))]
+use crate::model::layers::take_dropout_draws as take_draws;
 #[cfg(not(feature = "cuda"))]
 use fashion_kernels::on_pool;
+
+/// With the `cuda` feature dfdx's dropout draws its masks itself.
+#[cfg(feature = "cuda")]
+fn take_draws() -> u64 {
+    0
+}
+
+/// What an epoch's batches leave: their statistics, the (zeroed) gradients, how many ran (fewer than the
+/// epoch's when stopped) and the dropout masks they drew.
+struct Trained {
+    total: step::StepStats,
+    grads: Gradients<f32, Dev>,
+    batches: usize,
+    draws: u64,
+}
+
+/// A checkpoint's state, read by `Model::resume` for the epoch loop.
+struct Resumed<M> {
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    state: checkpoint::State,
+    best: Option<M>,
+}
 
 /// With the `cuda` feature the work runs on the GPU: `f` runs here.
 #[cfg(feature = "cuda")]
@@ -52,11 +78,22 @@ impl<N: Network> Model<N> {
                 ),
             });
         }
+        let mut resumed = None;
         let mut run = match options.run.clone() {
-            Some(log) => Some(RunWriter::start(log, self.run_record(&options, &data), data.validation().is_some())?),
+            Some(log) => {
+                let lock = RunLock::take(log)?;
+                let record = self.run_record(&options, &data);
+                if let Some(path) = lock.checkpoint() {
+                    resumed = Some(self.resume(&path, &record)?);
+                }
+                Some(lock.start(record, data.validation().is_some(), resumed.is_some())?)
+            }
             None => None,
         };
-        let trained = self.train_epochs(&data, &options, run.as_mut());
+        if let (Some(w), Some(r)) = (run.as_mut(), resumed.as_ref()) {
+            w.restore_batch_loss(r.state.batch_loss);
+        }
+        let trained = self.train_epochs(&data, &options, run.as_mut(), resumed);
         let Some(run) = run else { return trained };
         let finished = trained.and_then(|history| {
             if run.wants_weights() {
@@ -68,7 +105,8 @@ impl<N: Network> Model<N> {
             Ok(history) => {
                 let dir = run.finish(&history)?;
                 if self.verbosity == Verbosity::Progress {
-                    println!("Run logged in {}", dir.display());
+                    let stopped = if history.interrupted { " (as interrupted: the same fit resumes it)" } else { "" };
+                    println!("Run logged in {}{stopped}", dir.display());
                 }
                 Ok(history)
             }
@@ -79,49 +117,129 @@ impl<N: Network> Model<N> {
         }
     }
 
-    /// The epochs of `fit`.
+    /// Puts the model where the checkpoint at `path` says the run stood: a fresh build from the seed (so
+    /// the device's generator starts where the run's did, then skips the dropout masks it drew), the
+    /// checkpoint's weights and optimizer state.
+    #[cfg(not(feature = "cuda"))]
+    fn resume(&mut self, path: &std::path::Path, settings: &RunRecord) -> Result<Resumed<N::Net>> {
+        let mut fresh = Model::<N>::new(self.seed)?;
+        let loaded = checkpoint::load(path, &mut fresh.net, settings)?;
+        {
+            use dfdx::tensor::RandomU64;
+            for _ in 0..loaded.state.dropout_draws {
+                fresh.dev.random_u64();
+            }
+        }
+        let config = self.optimizer().ok_or(Error::NotCompiled)?;
+        let mut opt = OptState::new(config, &fresh.net);
+        opt.restore(loaded.state.optimizer_step, loaded.optimizer);
+        self.dev = fresh.dev;
+        self.net = fresh.net;
+        self.opt = Some(opt);
+        self.epochs_done = loaded.state.model_epochs;
+        self.dropout_draws = loaded.state.dropout_draws;
+        if self.verbosity == Verbosity::Progress {
+            println!(
+                "Resuming run {:?} from its checkpoint after epoch {}/{} ({})",
+                settings.name,
+                loaded.state.epochs_completed,
+                settings.epochs,
+                path.display()
+            );
+        }
+        Ok(Resumed { state: loaded.state, best: loaded.best })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn resume(&mut self, _: &std::path::Path, _: &RunRecord) -> Result<Resumed<N::Net>> {
+        Err(Error::Setting {
+            setting: "checkpoints",
+            reason: "need the CPU build (the GPU optimizers' state is dfdx's own)".into(),
+        })
+    }
+
+    /// The epochs of `fit`, from the first or from a checkpoint's.
     fn train_epochs(
         &mut self,
         data: &FitData,
         options: &FitOptions,
         mut run: Option<&mut RunWriter>,
+        resumed: Option<Resumed<N::Net>>,
     ) -> Result<History> {
-        let Model { net, dev, opt, seed, epochs_done, verbosity, .. } = self;
+        #[cfg(feature = "cuda")]
+        if run.as_ref().is_some_and(|w| w.wants_checkpoints()) {
+            return Err(Error::Setting {
+                setting: "checkpoints",
+                reason: "need the CPU build (the GPU optimizers' state is dfdx's own)".into(),
+            });
+        }
+        let Model { net, dev, opt, seed, epochs_done, verbosity, dropout_draws, .. } = self;
         let opt: &mut OptState<N::Net> = opt.as_mut().ok_or(Error::NotCompiled)?;
         let dev: &Dev = dev;
         evcxr_ids::advance_ids_past(net, dev)?;
         let mut grads = net.try_alloc_grads().map_err(dev_err)?;
         let mut history = History::default();
         let mut stopper = options.early_stopping.map(Stopper::new);
-        let mut step_count = 0;
-        for epoch in 1..=options.epochs {
+        let (mut first, mut step_count) = (1, 0);
+        if let Some(r) = resumed {
+            first = r.state.epochs_completed + 1;
+            step_count = r.state.steps;
+            history.epochs = r.state.history;
+            history.best_epoch = r.state.best_epoch;
+            if let (Some(s), Some((best, wait))) = (stopper.as_mut(), r.state.stopper) {
+                s.restore(best, wait, r.best);
+            }
+        }
+        let stop = StopOnInterrupt::install();
+        for epoch in first..=options.epochs {
             let order = match options.shuffle {
                 true => BatchOrder::Shuffled { seed: fashion_kernels::rng::mix(*seed, *epochs_done as u64) },
                 false => BatchOrder::Sequential,
             };
             let batches = Batches::new(data.len(), options.batch_size, order, LastBatch::Keep)?;
-            let mut progress = Progress::new(*verbosity, epoch, options.epochs, batches.num_batches());
+            let num_batches = batches.num_batches();
+            let mut progress = Progress::new(*verbosity, epoch, options.epochs, num_batches);
             let start = Instant::now();
             // The batches run on a thread of the kernels' pool, where handing half a product to the
             // other core is cheap.
-            let (net_ref, run) = (&mut *net, &mut run);
-            let (total, g) = on_pool(|| -> Result<_> {
-                let (mut total, mut grads) = (step::StepStats::default(), grads);
+            let (net_ref, run, stop) = (&mut *net, &mut run, &stop);
+            let trained = on_pool(|| -> Result<_> {
+                let mut t = Trained { total: step::StepStats::default(), grads, batches: 0, draws: 0 };
+                take_draws();
                 for (b, idx) in batches.enumerate() {
                     let batch = Batch::gather(dev, data.images(), data.labels(), &idx)?;
-                    let (stats, g) = step::train_step(net_ref, opt, batch, grads, (epoch, b + 1))?;
-                    grads = g;
-                    total.add(stats);
+                    let (stats, g) = step::train_step(net_ref, opt, batch, t.grads, (epoch, b + 1))?;
+                    t.grads = g;
+                    t.total.add(stats);
+                    t.batches += 1;
                     step_count += 1;
                     if let Some(w) = run.as_deref_mut() {
                         w.batch(step_count, stats.mean_loss())?;
                     }
-                    progress.batch(b + 1, total.mean_loss(), total.accuracy());
+                    progress.batch(b + 1, t.total.mean_loss(), t.total.accuracy());
+                    if stop.requested() {
+                        break;
+                    }
                 }
-                Ok((total, grads))
+                t.draws = take_draws();
+                Ok(t)
             })?;
+            let Trained { total, grads: g, batches: done, draws } = trained;
             grads = g;
+            *dropout_draws += draws;
             let seconds = start.elapsed().as_secs_f64();
+            if done < num_batches {
+                history.interrupted = true;
+                if *verbosity == Verbosity::Progress {
+                    println!(
+                        "Stopped in epoch {epoch}/{} after batch {done}/{num_batches}: the model keeps the weights \
+                         of that batch; the history holds the {} epochs completed",
+                        options.epochs,
+                        history.epochs.len()
+                    );
+                }
+                break;
+            }
             *epochs_done += 1;
             let val = match data.validation() {
                 Some((vx, vy)) => Some(step::score(&super::inference::infer(&*net, dev, vx)?, vy)),
@@ -140,31 +258,51 @@ impl<N: Network> Model<N> {
                 w.epoch(&log)?;
             }
             history.epochs.push(log);
-            let Some(s) = stopper.as_mut() else { continue };
-            if s.improved(&log) {
-                history.best_epoch = Some(epoch);
-                if s.config.restore_best_weights {
-                    s.best_net = Some(net.clone());
+            if let Some(s) = stopper.as_mut() {
+                if s.improved(&log) {
+                    history.best_epoch = Some(epoch);
+                    if s.config.restore_best_weights {
+                        s.best_net = Some(net.clone());
+                    }
+                } else if s.should_stop() {
+                    history.stopped_early = true;
+                    let best = history.best_epoch.unwrap_or(epoch);
+                    let restore = s.best_net.take();
+                    if *verbosity == Verbosity::Progress {
+                        let restoring = if restore.is_some() {
+                            format!("; restoring the weights of epoch {best}")
+                        } else {
+                            String::new()
+                        };
+                        println!(
+                            "Epoch {epoch}: early stopping ({} best at epoch {best}){restoring}",
+                            s.config.monitor.name()
+                        );
+                    }
+                    if let Some(best_net) = restore {
+                        *net = best_net;
+                    }
+                    break;
                 }
-            } else if s.should_stop() {
-                history.stopped_early = true;
-                let best = history.best_epoch.unwrap_or(epoch);
-                let restore = s.best_net.take();
-                if *verbosity == Verbosity::Progress {
-                    let restoring = if restore.is_some() {
-                        format!("; restoring the weights of epoch {best}")
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "Epoch {epoch}: early stopping ({} best at epoch {best}){restoring}",
-                        s.config.monitor.name()
-                    );
-                }
-                if let Some(best_net) = restore {
-                    *net = best_net;
-                }
-                break;
+            }
+            #[cfg(not(feature = "cuda"))]
+            if let Some(w) = run.as_deref_mut().filter(|w| w.wants_checkpoints()) {
+                let state = checkpoint::State {
+                    format: checkpoint::FORMAT,
+                    settings: w.settings().clone(),
+                    epochs_completed: epoch,
+                    model_epochs: *epochs_done,
+                    steps: step_count,
+                    batch_loss: w.pending_batch_loss(),
+                    dropout_draws: *dropout_draws,
+                    optimizer_step: opt.state().0,
+                    history: history.epochs.clone(),
+                    best_epoch: history.best_epoch,
+                    stopper: stopper.as_ref().map(|s| s.progress()),
+                    best_weights: stopper.as_ref().is_some_and(|s| s.best_net.is_some()),
+                };
+                let best = stopper.as_ref().and_then(|s| s.best_net.as_ref());
+                checkpoint::save(&w.folder().join(super::run_log::CHECKPOINT), &*net, opt.state().1, best, &state)?;
             }
         }
         Ok(history)
@@ -206,6 +344,7 @@ impl<N: Network> Model<N> {
             val_accuracy: None,
             best_epoch: None,
             stopped_early: false,
+            interrupted: false,
             seconds: 0.0,
             weights: false,
             created_ms: 0,

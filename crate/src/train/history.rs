@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// One row of [`History`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
     /// 1-based, as Keras prints it.
     pub epoch: usize,
@@ -28,6 +29,9 @@ pub struct History {
     pub best_epoch: Option<usize>,
     /// Early stopping ended the training before the last epoch asked for.
     pub stopped_early: bool,
+    /// The stop button (SIGINT) ended the training during an epoch: `epochs` holds the epochs completed
+    /// before it; the model keeps the weights of the last batch trained.
+    pub interrupted: bool,
 }
 
 impl History {

@@ -26,7 +26,9 @@
 //! | `stopping.rs` | [`EarlyStopping`] and its state through a fit |
 //! | `run_log.rs` | [`RunRecord`] (`run.json`) and writing a run's folder (history, TensorBoard events, weights) |
 //! | `progress.rs` | Keras-style progress lines |
-//! | `checkpoint.rs` | save and load weights |
+//! | `weights.rs` | save and load weights |
+//! | `checkpoint.rs` | a run's checkpoint after every epoch, and resuming from it |
+//! | `interrupt.rs` | the stop button: SIGINT ends `fit` at the end of a batch |
 //! | `evcxr_ids.rs` | why and how a model survives being used across notebook cells |
 //!
 //! `Model<N>` is generic, so for a network type written in a notebook cell its methods are compiled in
@@ -34,11 +36,14 @@
 //! functions of [`step`] and of the kernels, so the cell trains at the speed of the same type built into
 //! this crate (measured: `notebooks/README.md`, "Your own network").
 
+// On the GPU a fit keeps no checkpoints (dfdx keeps its optimizers' state private).
+#[cfg_attr(feature = "cuda", allow(dead_code))]
 mod checkpoint;
 mod evcxr_ids;
 mod fit;
 mod history;
 mod inference;
+mod interrupt;
 pub mod optimizer;
 mod options;
 mod progress;
@@ -47,6 +52,7 @@ pub mod step;
 mod stopping;
 #[cfg(test)]
 mod tests;
+mod weights;
 
 use std::fmt;
 
@@ -99,6 +105,8 @@ pub struct Model<N: Network> {
     opt: Option<OptState<N::Net>>,
     /// Epochs trained so far (shuffling differs from one epoch to the next, across `fit` calls too).
     epochs_done: usize,
+    /// Dropout masks drawn from the device's generator since the build (a checkpoint keeps the count).
+    dropout_draws: u64,
     /// What `fit` and `evaluate` print (`model.verbosity = Verbosity::Silent` for sweeps).
     pub verbosity: Verbosity,
 }
@@ -123,6 +131,7 @@ impl<N: Network> Model<N> {
             net,
             opt: None,
             epochs_done: 0,
+            dropout_draws: 0,
             verbosity: Verbosity::Progress,
         };
         // The first layer's input is the images: nothing needs its gradient.

@@ -109,6 +109,9 @@ impl Optimizer {
     }
 }
 
+/// One parameter tensor's moments: Adam's first and second, SGD's velocity and nothing (empty when unused).
+pub(crate) type Moments = (Vec<f32>, Vec<f32>);
+
 /// An optimizer with its state (step count, moments) for a network `M`.
 pub(crate) struct OptState<M> {
     pub config: Optimizer,
@@ -171,6 +174,20 @@ impl<M: TensorCollection<f32, Dev>> OptState<M> {
         Ok(())
     }
 
+    /// The state a checkpoint keeps: the step count and each parameter tensor's moments (empty where the
+    /// optimizer keeps none, e.g. SGD without momentum).
+    #[cfg(not(feature = "cuda"))]
+    pub fn state(&self) -> (u32, &[Moments]) {
+        (self.cpu.step, &self.cpu.slots)
+    }
+
+    /// Puts back what [`state`](Self::state) returned.
+    #[cfg(not(feature = "cuda"))]
+    pub fn restore(&mut self, step: u32, slots: Vec<Moments>) {
+        self.cpu.step = step;
+        self.cpu.slots = slots;
+    }
+
     /// One update of every parameter of `net` from `grads`, which are zeroed for the next batch.
     #[cfg(feature = "cuda")]
     pub fn update(&mut self, net: &mut M, grads: &mut Gradients<f32, Dev>) -> Result<()> {
@@ -183,7 +200,7 @@ impl<M: TensorCollection<f32, Dev>> OptState<M> {
 struct CpuState {
     config: Optimizer,
     step: u32,
-    slots: Vec<(Vec<f32>, Vec<f32>)>,
+    slots: Vec<Moments>,
     /// The parameter being updated (dfdx lends a tensor's values only by copy).
     scratch: Vec<f32>,
 }

@@ -68,17 +68,36 @@ pub struct RunLog {
     pub params: Vec<(String, String)>,
     /// Log the mean training loss of every this many batches to TensorBoard (0: epochs only).
     pub batch_loss_every: usize,
+    /// Keep a checkpoint after every epoch, and resume from it. See [`with_checkpoints`](RunLog::with_checkpoints).
+    pub checkpoints: bool,
 }
 
 impl RunLog {
     /// The run `name` in the folder `dir` (e.g. `RunLog::new("../runs", "mlp-10-epochs")`).
     pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>) -> RunLog {
-        RunLog { dir: dir.into(), name: name.into(), save_weights: false, params: Vec::new(), batch_loss_every: 100 }
+        RunLog {
+            dir: dir.into(),
+            name: name.into(),
+            save_weights: false,
+            params: Vec::new(),
+            batch_loss_every: 100,
+            checkpoints: false,
+        }
     }
 
     /// Also save the final weights (`model.safetensors`).
     pub fn with_weights(mut self) -> RunLog {
         self.save_weights = true;
+        self
+    }
+
+    /// Keeps a checkpoint after every epoch (weights, optimizer state, epoch, random streams, history: the
+    /// run's `checkpoint.safetensors`, written atomically), as Keras' `BackupAndRestore` does. When the
+    /// kernel dies, a fit with the same network, settings and run name **resumes** the run from its last
+    /// checkpoint and ends exactly as the run would have ended uninterrupted (same weights, same history);
+    /// the same holds for a run ended with the stop button. A completed run drops its checkpoint.
+    pub fn with_checkpoints(mut self) -> RunLog {
+        self.checkpoints = true;
         self
     }
 

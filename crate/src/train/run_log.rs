@@ -1,5 +1,5 @@
-//! Writing a run's folder (see [`RunLog`]): events while training, the rest at the end, then one
-//! rename that makes the run appear complete.
+//! Writing a run's folder (see [`RunLog`]): events while training (in the hidden folder `.name.running`),
+//! the rest at the end, then one rename that makes the run appear complete.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,9 @@ pub struct RunRecord {
     pub val_accuracy: Option<f64>,
     pub best_epoch: Option<usize>,
     pub stopped_early: bool,
+    /// The stop button ended the run during an epoch (`epochs_run` were completed).
+    #[serde(default)]
+    pub interrupted: bool,
     /// Seconds of training, validation excluded.
     pub seconds: f64,
     /// Whether the folder holds `model.safetensors`.
@@ -105,8 +108,97 @@ fn upgrade(fields: &mut serde_json::Map<String, serde_json::Value>) {
     }
 }
 
-pub(crate) struct RunWriter {
+/// A run's name, held: no other fit (another kernel, `fashion train`) writes the run while this one does.
+pub(crate) struct RunLock {
     log: RunLog,
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Checks the name and takes the run's lock (`dir/.name.lock`, a file lock the OS releases when the
+    /// process ends) — before any training, so a folder that cannot be written fails at once.
+    pub fn take(log: RunLog) -> Result<RunLock> {
+        let name = &log.name;
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return Err(Error::InvalidArgument(format!(
+                "run name {name:?}: use a plain folder name such as \"mlp-10-epochs\" (no `/`, not starting with `.`)"
+            )));
+        }
+        std::fs::create_dir_all(&log.dir).map_err(|e| Error::io(&log.dir, e))?;
+        let path = log.dir.join(format!(".{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { log, _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Setting {
+                setting: "run",
+                reason: format!(
+                    "run {name:?} in {} is being written by another fit (another kernel or `fashion train`): \
+                     wait for it or stop it, or choose another run name",
+                    log.dir.display()
+                ),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// The hidden folder a run is written in until it ends.
+    fn partial(&self) -> PathBuf {
+        self.log.dir.join(format!(".{}.running", self.log.name))
+    }
+
+    /// The checkpoint this run can resume from, if it keeps checkpoints: that of a fit that died (in the
+    /// hidden folder), or of one ended with the stop button (logged as interrupted).
+    pub fn checkpoint(&self) -> Option<PathBuf> {
+        if !self.log.checkpoints {
+            return None;
+        }
+        let died = self.partial().join(CHECKPOINT);
+        if died.is_file() {
+            return Some(died);
+        }
+        let done = self.log.path();
+        let stopped = std::fs::read_to_string(done.join("run.json"))
+            .ok()
+            .and_then(|text| RunRecord::from_json(&text, &done).ok())
+            .is_some_and(|r| r.interrupted);
+        Some(done.join(CHECKPOINT)).filter(|c| stopped && c.is_file())
+    }
+
+    /// Starts writing: in a fresh hidden folder, or — `resume` — in the folder of the checkpoint found by
+    /// [`checkpoint`](Self::checkpoint), with new event files beside the old ones. `record` holds the
+    /// settings; `finish` fills in the results.
+    pub fn start(self, record: RunRecord, has_validation: bool, resume: bool) -> Result<RunWriter> {
+        let partial = self.partial();
+        let stopped = self.log.path();
+        let remove = |dir: &Path| match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir, e)),
+            _ => Ok(()),
+        };
+        match resume {
+            true if !partial.join(CHECKPOINT).is_file() => {
+                remove(&partial)?;
+                std::fs::rename(&stopped, &partial).map_err(|e| Error::io(&stopped, e))?;
+            }
+            true => {}
+            // The remains of a fit that died.
+            false => remove(&partial)?,
+        }
+        let train = EventWriter::create(&partial.join("train"))?;
+        let validation = if has_validation { Some(EventWriter::create(&partial.join("validation"))?) } else { None };
+        Ok(RunWriter { lock: self, partial, train, validation, record, batch_loss: (0.0, 0) })
+    }
+}
+
+/// The checkpoint's file name in a run's folder.
+pub(crate) const CHECKPOINT: &str = "checkpoint.safetensors";
+
+pub(crate) struct RunWriter {
+    lock: RunLock,
     partial: PathBuf,
     train: EventWriter,
     validation: Option<EventWriter>,
@@ -115,36 +207,39 @@ pub(crate) struct RunWriter {
 }
 
 impl RunWriter {
-    /// Checks the name, creates the hidden temporary folder and the event files — before any training,
-    /// so a folder that cannot be written fails at once.
-    /// `record` holds the settings; `finish` fills in the results.
-    pub fn start(log: RunLog, record: RunRecord, has_validation: bool) -> Result<RunWriter> {
-        let name = &log.name;
-        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
-            return Err(Error::InvalidArgument(format!(
-                "run name {name:?}: use a plain folder name such as \"mlp-10-epochs\" (no `/`, not starting with `.`)"
-            )));
-        }
-        std::fs::create_dir_all(&log.dir).map_err(|e| Error::io(&log.dir, e))?;
-        let partial = crate::files::temp_path(&log.path());
-        let train = EventWriter::create(&partial.join("train"))?;
-        let validation = if has_validation { Some(EventWriter::create(&partial.join("validation"))?) } else { None };
-        Ok(RunWriter { log, partial, train, validation, record, batch_loss: (0.0, 0) })
-    }
-
-    /// The folder being written (for the weights).
+    /// The folder being written (for the weights and the checkpoint).
     pub fn folder(&self) -> &Path {
         &self.partial
     }
 
     pub fn wants_weights(&self) -> bool {
-        self.log.save_weights
+        self.lock.log.save_weights
+    }
+
+    pub fn wants_checkpoints(&self) -> bool {
+        self.lock.log.checkpoints
+    }
+
+    /// The settings the run started with.
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    pub fn settings(&self) -> &RunRecord {
+        &self.record
+    }
+
+    /// The batch losses not yet written (sum, count): kept by checkpoints.
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    pub fn pending_batch_loss(&self) -> (f64, usize) {
+        self.batch_loss
+    }
+
+    pub fn restore_batch_loss(&mut self, pending: (f64, usize)) {
+        self.batch_loss = pending;
     }
 
     /// Records the mean loss of one batch; every `batch_loss_every` batches writes their mean at
     /// `step`, the number of batches trained so far.
     pub fn batch(&mut self, step: usize, loss: f64) -> Result<()> {
-        let every = self.log.batch_loss_every;
+        let every = self.lock.log.batch_loss_every;
         if every == 0 {
             return Ok(());
         }
@@ -158,20 +253,24 @@ impl RunWriter {
         Ok(())
     }
 
-    /// The epoch's scalars, at step = epoch (1-based, as in `history.csv`).
+    /// The epoch's scalars, at step = epoch (1-based, as in `history.csv`), flushed: TensorBoard shows
+    /// them while the run goes on.
     pub fn epoch(&mut self, e: &EpochLog) -> Result<()> {
         let step = e.epoch as i64;
         self.train.scalar("epoch_loss", step, e.loss as f32)?;
         self.train.scalar("epoch_accuracy", step, e.accuracy as f32)?;
+        self.train.flush()?;
         if let (Some(w), Some(loss), Some(acc)) = (self.validation.as_mut(), e.val_loss, e.val_accuracy) {
             w.scalar("epoch_loss", step, loss as f32)?;
             w.scalar("epoch_accuracy", step, acc as f32)?;
+            w.flush()?;
         }
         Ok(())
     }
 
     /// Writes `history.csv` and `run.json`, then renames the folder into place (replacing a run of the
-    /// same name). Returns the run's folder.
+    /// same name). A completed run drops its checkpoint; an interrupted one keeps it, to be resumed.
+    /// Returns the run's folder.
     pub fn finish(mut self, history: &History) -> Result<PathBuf> {
         self.train.flush()?;
         if let Some(w) = self.validation.as_mut() {
@@ -182,7 +281,7 @@ impl RunWriter {
         let created_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
         let record = RunRecord {
-            params: self.log.params.iter().cloned().collect(),
+            params: self.lock.log.params.iter().cloned().collect(),
             epochs_run: history.epochs.len(),
             loss: finite(last.map(|e| e.loss)),
             accuracy: finite(last.map(|e| e.accuracy)),
@@ -190,14 +289,21 @@ impl RunWriter {
             val_accuracy: finite(last.and_then(|e| e.val_accuracy)),
             best_epoch: history.best_epoch,
             stopped_early: history.stopped_early,
+            interrupted: history.interrupted,
             seconds: history.epochs.iter().map(|e| e.seconds).sum(),
-            weights: self.log.save_weights,
+            weights: self.lock.log.save_weights,
             created_ms,
             created_utc: utc(created_ms / 1000),
             ..self.record.clone()
         };
         crate::files::write_atomic(self.partial.join("run.json"), record.to_json().as_bytes())?;
-        let target = self.log.path();
+        if !history.interrupted {
+            let checkpoint = self.partial.join(CHECKPOINT);
+            if checkpoint.exists() {
+                std::fs::remove_file(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
+            }
+        }
+        let target = self.lock.log.path();
         let old = crate::files::temp_path(&target);
         let replaced = target.exists();
         if replaced {
@@ -210,7 +316,7 @@ impl RunWriter {
         Ok(target)
     }
 
-    /// Removes the temporary folder of a run that failed.
+    /// Removes the folder of a run that failed.
     pub fn abandon(self) {
         let _ = std::fs::remove_dir_all(&self.partial);
     }

@@ -86,6 +86,17 @@ impl<M> Stopper<M> {
     }
 
     /// After an epoch without improvement: has patience run out?
+    /// The best value so far and the epochs waited since (kept by checkpoints).
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    pub fn progress(&self) -> (Option<f64>, usize) {
+        (self.best, self.wait)
+    }
+
+    /// Puts back what [`progress`](Self::progress) returned, and the best weights if kept.
+    pub fn restore(&mut self, best: Option<f64>, wait: usize, best_net: Option<M>) {
+        (self.best, self.wait, self.best_net) = (best, wait, best_net);
+    }
+
     pub fn should_stop(&self) -> bool {
         self.wait >= self.config.patience
     }

@@ -30,13 +30,32 @@ impl<const N: usize, S: Shape> ModuleMut<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>
     /// # Shapes
     /// Any shape, unchanged.
     fn try_forward_mut(&mut self, x: Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>) -> Result<Self::Output, CpuError> {
-        use dfdx::tensor::RandomU64;
         let (x, mut tape) = x.split_tape();
-        let (shape, seed) = (*x.shape(), x.device().random_u64());
+        let (shape, seed) = (*x.shape(), draw_seed(x.device()));
         let (y, backward) = ops::dropout(flat(x), 1.0 / N as f64, seed)?;
         tape.add_backward_op(backward);
         Ok(y.try_reshape_like(&shape)?.put_tape(tape))
     }
+}
+
+#[cfg(not(feature = "cuda"))]
+thread_local! {
+    static DRAWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A mask's seed from the device's generator, counted: a checkpoint records how many were drawn, so a
+/// resumed run can bring a fresh device's generator to the same point (dfdx keeps its state private).
+#[cfg(not(feature = "cuda"))]
+fn draw_seed(dev: &Cpu) -> u64 {
+    use dfdx::tensor::RandomU64;
+    DRAWS.with(|d| d.set(d.get() + 1));
+    dev.random_u64()
+}
+
+/// The masks drawn on this thread since the last call.
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn take_draws() -> u64 {
+    DRAWS.with(|d| d.replace(0))
 }
 
 #[cfg(feature = "cuda")]

@@ -40,6 +40,8 @@ use rand_distr::Uniform;
 
 pub use activation::ReLU;
 pub use conv::{Conv2d, ConvReluPool};
+#[cfg(not(feature = "cuda"))]
+pub(crate) use dropout::take_draws as take_dropout_draws;
 pub use dropout::DropoutOneIn;
 #[cfg(not(feature = "cuda"))]
 pub use linear::Linear;

@@ -3,7 +3,12 @@
 //! `file_version: "brain.Event:2"`, then one event per scalar (`wall_time`, `step`, and a `Summary` with
 //! one `Value { tag, simple_value }`). That is all TensorBoard needs to draw scalar curves; the format is
 //! tensorflow/core/util/event.proto and tensorflow/core/lib/io/record_writer.cc. Tested by reading the
-//! files back with the `tensorboard` Python package.
+//! files back with the `tensorboard` Python package. [`tensorboard`] shows them in a notebook while a fit runs
+//! (`server.rs`).
+
+mod server;
+
+pub use server::{tensorboard, TensorBoard};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
