@@ -309,7 +309,7 @@ impl<N: Network> Model<N> {
     }
 
     /// What the run log records about this fit before it starts (the results come at the end).
-    fn run_record(&self, options: &FitOptions, data: &FitData) -> RunRecord {
+    pub(super) fn run_record(&self, options: &FitOptions, data: &FitData) -> RunRecord {
         let opt = self.optimizer().unwrap_or_default();
         let validation = match (options.validation_data.is_some(), options.validation_split > 0.0) {
             (true, _) => "validation_data",

@@ -12,6 +12,15 @@ use super::{Evaluation, Verbosity};
 /// An epoch that takes longer than this gets a line at each quarter (off a terminal).
 pub(crate) const LONG_EPOCH: f64 = 10.0;
 
+/// Whether batch `done` of `total`, `elapsed` seconds into the epoch, gets a line of its own: when it completes
+/// a quarter not yet reported (`quarters` were) of an epoch that looks like taking more than [`LONG_EPOCH`].
+/// Returns the quarters reported with it.
+fn quarter_line(quarters: usize, done: usize, total: usize, elapsed: f64) -> Option<usize> {
+    let reached = done * 4 / total.max(1);
+    let long = done > 0 && elapsed * total as f64 / done as f64 > LONG_EPOCH;
+    (done < total && reached > quarters && long).then_some(reached)
+}
+
 pub(crate) struct Progress {
     on: bool,
     tty: bool,
@@ -45,10 +54,10 @@ impl Progress {
     }
 
     pub fn batch(&mut self, done: usize, loss: f64, accuracy: f64) {
-        if self.on && !self.tty && done < self.total && done * 4 >= (self.quarters + 1) * self.total {
-            self.quarters = done * 4 / self.total;
+        if self.on && !self.tty {
             let elapsed = self.start.elapsed().as_secs_f64();
-            if elapsed * self.total as f64 / done as f64 > LONG_EPOCH {
+            if let Some(q) = quarter_line(self.quarters, done, self.total, elapsed) {
+                self.quarters = q;
                 println!("{} - {elapsed:.0}s - loss: {loss:.4} - accuracy: {accuracy:.4}", self.bar(done));
             }
         }
@@ -75,5 +84,26 @@ impl Progress {
             self.bar(self.total),
             seconds
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quarter_line;
+
+    #[test]
+    fn a_long_epoch_gets_a_line_at_each_quarter_a_short_one_none() {
+        // 1000 batches at 20 ms: a 20 s epoch → lines at 250, 500, 750 (not at 1000: the epoch's own line).
+        let lines: Vec<usize> = (1..=1000)
+            .scan(0, |q, done| {
+                let line = quarter_line(*q, done, 1000, done as f64 * 0.02);
+                *q = line.unwrap_or(*q);
+                Some(line.map(|_| done))
+            })
+            .flatten()
+            .collect();
+        assert_eq!(lines, [250, 500, 750]);
+        // The same at 5 ms a batch (a 5 s epoch): none.
+        assert!((1..=1000).all(|done| quarter_line(0, done, 1000, done as f64 * 0.005).is_none()));
     }
 }

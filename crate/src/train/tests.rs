@@ -402,3 +402,54 @@ fn a_run_log_is_written_whole_and_read_back() {
         .to_string()
         .contains("plain folder name"));
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_checkpoint_puts_back_weights_and_moments_and_refuses_other_settings() {
+    use super::checkpoint::{self, State};
+    let (x, y) = toy(200, 4);
+    let mut m = quiet::<Cell>(5);
+    let options = FitOptions { run: Some(RunLog::new("unused", "cell").with_checkpoints()), ..opts(1, 32) };
+    m.fit(&x, &y, FitOptions { run: None, ..options.clone() }).unwrap();
+    let data = step::FitData::new(&x, &y, &options).unwrap();
+    let settings = m.run_record(&options, &data);
+    let state = State {
+        format: checkpoint::FORMAT,
+        settings: settings.clone(),
+        epochs_completed: 1,
+        model_epochs: 1,
+        steps: 7,
+        batch_loss: (0.5, 7),
+        dropout_draws: 7,
+        optimizer_step: m.opt.as_ref().unwrap().state().0,
+        history: Vec::new(),
+        best_epoch: None,
+        stopper: Some((Some(0.25), 1)),
+        best_weights: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.safetensors");
+    checkpoint::save(&path, &m.net, m.opt.as_ref().unwrap().state().1, None, &state).unwrap();
+
+    let mut fresh = quiet::<Cell>(6);
+    let loaded = checkpoint::load(&path, &mut fresh.net, &settings).unwrap();
+    assert_eq!(fresh.logits(x.view()).unwrap(), m.logits(x.view()).unwrap());
+    assert_eq!(loaded.state, state);
+    assert_eq!(loaded.optimizer.as_slice(), m.opt.as_ref().unwrap().state().1);
+
+    // Another fit's settings: refused, naming what differs; the network is unchanged.
+    let other = RunRecord { epochs: 3, ..settings.clone() };
+    let before = fresh.logits(x.view()).unwrap();
+    let mut untouched = quiet::<Cell>(6);
+    let e = checkpoint::load(&path, &mut untouched.net, &other).err().unwrap();
+    assert!(matches!(e, Error::Setting { setting: "run", .. }), "{e}");
+    assert!(e.to_string().contains("epochs: 1 then, 3 now") && e.to_string().contains("delete"), "{e}");
+    assert_eq!(untouched.logits(x.view()).unwrap(), quiet::<Cell>(6).logits(x.view()).unwrap());
+    assert_eq!(fresh.logits(x.view()).unwrap(), before);
+
+    // A damaged file: an error naming it, never a panic.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = checkpoint::load(&path, &mut untouched.net, &settings).err().unwrap();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
