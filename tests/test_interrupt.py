@@ -5,6 +5,7 @@ survives; on a cell that is not training (`loop {}`) it still ends the cell, and
 Run with: scripts/test (or `source scripts/notebook-env; python -m pytest tests/test_interrupt.py`).
 """
 import json
+import re
 import time
 from pathlib import Path
 
@@ -76,8 +77,10 @@ def test_stop_during_fit_keeps_the_model_and_the_data(kernel):
     km.interrupt_kernel()
     out = collect(kc, fit, 120)
     assert out["error"] is None, out
-    assert "Stopped in epoch 3/30" in out["stdout"], out
-    assert "fit returned: 2 epochs, interrupted: true" in out["stdout"], out
+    # The signal lands in epoch 3 or, on a fast machine, a little later: the epochs completed before it.
+    stopped = re.search(r"Stopped in epoch (\d+)/30 after batch \d+/375", out["stdout"])
+    assert stopped and int(stopped.group(1)) >= 3, out
+    assert f"fit returned: {int(stopped.group(1)) - 1} epochs, interrupted: true" in out["stdout"], out
     after = run(kc, 'let e: Evaluation = m.evaluate(&data.test.normalized(), &data.test.labels)?;\n'
                     'println!("accuracy {:.4} on {} test images; {} training images", e.accuracy, data.test.len(), data.train.len());')
     assert "on 10000 test images; 12000 training images" in after["stdout"], after
