@@ -92,7 +92,11 @@ def execute(path, keep=True):
 
 
 def accuracies(text):
-    return [float(x) for x in re.findall(r"accuracy: (\d\.\d+)", text)]
+    """Every "accuracy: X" printed, except on the lines partway through a long epoch (`211/844 [===>…`):
+    whether an epoch gets those depends on the machine's speed."""
+    partway = re.compile(r"^\s*(\d+)/(\d+) \[")
+    lines = [l for l in text.splitlines() if not ((m := partway.match(l)) and m.group(1) != m.group(2))]
+    return [float(x) for x in re.findall(r"accuracy: (\d\.\d+)", "\n".join(lines))]
 
 
 def check(path, nb):
