@@ -24,6 +24,13 @@ pub(crate) fn create_parent(path: &Path) -> Result<()> {
     }
 }
 
+/// Opens (creating it if missing) the lock file `path`, for `File::try_lock`: a lock the OS releases when
+/// its process ends however it ends. The file itself stays: removing it would let a waiter lock a file no
+/// one else sees.
+pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| Error::io(path, e))
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, flush, rename).
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();

@@ -138,12 +138,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(3600);
 impl Lock {
     fn acquire(dir: &Path) -> Result<Lock> {
         let path = dir.join(".download.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = crate::files::lock_file(&path)?;
         let start = std::time::Instant::now();
         let mut told = false;
         loop {

@@ -23,6 +23,15 @@ use crate::model::layers::take_dropout_draws as take_draws;
 #[cfg(not(feature = "cuda"))]
 use fashion_kernels::on_pool;
 
+/// With the `cuda` feature a fit keeps no checkpoints.
+#[cfg(feature = "cuda")]
+fn no_gpu_checkpoints() -> Error {
+    Error::Setting {
+        setting: "checkpoints",
+        reason: "need the CPU build (the GPU optimizers' state is dfdx's own): leave `with_checkpoints()` out".into(),
+    }
+}
+
 /// With the `cuda` feature dfdx's dropout draws its masks itself.
 #[cfg(feature = "cuda")]
 fn take_draws() -> u64 {
@@ -77,6 +86,10 @@ impl<N: Network> Model<N> {
                     stop.monitor.name()
                 ),
             });
+        }
+        #[cfg(feature = "cuda")]
+        if options.run.as_ref().is_some_and(|r| r.checkpoints) {
+            return Err(no_gpu_checkpoints());
         }
         let mut resumed = None;
         let mut run = match options.run.clone() {
@@ -152,10 +165,7 @@ impl<N: Network> Model<N> {
 
     #[cfg(feature = "cuda")]
     fn resume(&mut self, _: &std::path::Path, _: &RunRecord) -> Result<Resumed<N::Net>> {
-        Err(Error::Setting {
-            setting: "checkpoints",
-            reason: "need the CPU build (the GPU optimizers' state is dfdx's own)".into(),
-        })
+        Err(no_gpu_checkpoints())
     }
 
     /// The epochs of `fit`, from the first or from a checkpoint's.
@@ -166,13 +176,6 @@ impl<N: Network> Model<N> {
         mut run: Option<&mut RunWriter>,
         resumed: Option<Resumed<N::Net>>,
     ) -> Result<History> {
-        #[cfg(feature = "cuda")]
-        if run.as_ref().is_some_and(|w| w.wants_checkpoints()) {
-            return Err(Error::Setting {
-                setting: "checkpoints",
-                reason: "need the CPU build (the GPU optimizers' state is dfdx's own)".into(),
-            });
-        }
         let Model { net, dev, opt, seed, epochs_done, verbosity, dropout_draws, .. } = self;
         let opt: &mut OptState<N::Net> = opt.as_mut().ok_or(Error::NotCompiled)?;
         let dev: &Dev = dev;

@@ -126,12 +126,7 @@ impl RunLock {
         }
         std::fs::create_dir_all(&log.dir).map_err(|e| Error::io(&log.dir, e))?;
         let path = log.dir.join(format!(".{name}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = crate::files::lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { log, _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Setting {
@@ -216,6 +211,7 @@ impl RunWriter {
         self.lock.log.save_weights
     }
 
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
     pub fn wants_checkpoints(&self) -> bool {
         self.lock.log.checkpoints
     }
