@@ -86,7 +86,7 @@ fn measure<N: Network>(arch: Arch, Bench { epochs, batch_size, repeats, seed, js
     let tx = data.test.normalized();
     let mut model = Model::<N>::new(seed)?.named(arch.name());
     model.verbosity = Verbosity::Silent;
-    model.compile(Adam { learning_rate: 1e-3 });
+    model.compile(Adam { learning_rate: 1e-3, ..Adam::default() });
     let options = FitOptions { epochs, batch_size, ..Default::default() };
     let history = model.fit(&x, &data.train.labels, options)?;
     let accuracy = model.evaluate(&tx, &data.test.labels)?.accuracy;

@@ -36,7 +36,7 @@ fn main() -> fashion::Result<()> {
         for seed in [1, 2] {
             let mut m = Model::<MlpArch>::new(seed)?;
             m.verbosity = Verbosity::Silent;
-            m.compile(Adam { learning_rate: lr });
+            m.compile(Adam { learning_rate: lr, ..Adam::default() });
             let h = m.fit(&x, &data.train.labels, quiet(2))?;
             sweep.add("128 hidden", lr, h.last().and_then(|e| e.val_accuracy).unwrap_or(0.0));
         }

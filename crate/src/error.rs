@@ -112,7 +112,7 @@ pub enum Error {
     /// The loss became NaN or infinite while fitting.
     #[error(
         "loss became {loss} at epoch {epoch}, batch {batch}: training diverged. \
-         Fix: lower the learning rate (e.g. Adam {{ learning_rate: 1e-4 }}) or check that the images are normalized to [0, 1]"
+         Fix: lower the learning rate (e.g. Adam {{ learning_rate: 1e-4, ..Adam::default() }}) or check that the images are normalized to [0, 1]"
     )]
     NonFiniteLoss { epoch: usize, batch: usize, loss: f32 },
 

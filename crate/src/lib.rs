@@ -58,15 +58,16 @@ pub mod prelude {
     pub use crate::metrics::compare;
     pub use crate::metrics::{ConfusionMatrix, Spread};
     pub use crate::model::{
-        AddChannel, Arch, CnnArch, ConvReluPool, DeepMlpArch, Dev, DropoutOneIn, Flatten, Images, Linear, LinearArch,
-        Logits, MlpArch, Network, ReLU,
+        AddChannel, Arch, AvgPool2d, BatchNorm, CnnArch, Conv2d, ConvReluPool, DeepMlpArch, Dev, Dropout, DropoutOneIn,
+        Elu, Flatten, Gelu, GlobalAvgPool, Images, Layer, LeakyReLU, Linear, LinearArch, Logits, MaxPool2d, MlpArch,
+        Network, ReLU, Residual, ResidualProjection, Rows, Sigmoid, Tanh,
     };
     pub use crate::param;
     pub use crate::plot;
     pub use crate::runs::{self, Run};
     pub use crate::tensorboard::{tensorboard, TensorBoard};
     pub use crate::train::{
-        Adam, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
+        Adam, AdamW, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, RunLog, Sgd, Verbosity,
     };
     /// The dfdx names cells use to build and call a typed network directly.
     pub use dfdx::prelude::{Const, DeviceBuildExt, HasShape, Module, Shape, ZerosTensor};

@@ -47,7 +47,7 @@ fn short_real_training_learns_and_reloads_exactly() {
     let (tx, ty) = (d.test.normalized(), &d.test.labels);
     let mut m = Model::<MlpArch>::new(1).unwrap();
     m.verbosity = Verbosity::Silent;
-    m.compile(Adam { learning_rate: 1e-3 });
+    m.compile(Adam { learning_rate: 1e-3, ..Adam::default() });
     m.fit(&x, y, FitOptions { epochs: 2, ..Default::default() }).unwrap();
     let ev = m.evaluate(&tx, ty).unwrap();
     assert!(ev.accuracy > 0.75, "{ev}");
@@ -64,7 +64,7 @@ fn floor<N: Network>(arch: Arch, batch_size: usize, want: f64) {
     let (x, y) = (d.train.normalized(), &d.train.labels);
     let (tx, ty) = (d.test.normalized(), &d.test.labels);
     let mut m = Model::<N>::new(42).unwrap();
-    m.compile(Adam { learning_rate: 1e-3 });
+    m.compile(Adam { learning_rate: 1e-3, ..Adam::default() });
     let h = m.fit(&x, y, FitOptions { epochs: 10, batch_size, ..Default::default() }).unwrap();
     let ev = m.evaluate(&tx, ty).unwrap();
     let secs: Vec<f64> = h.epochs.iter().map(|e| e.seconds).collect();
@@ -99,7 +99,7 @@ fn a_test_image_photographed_like_a_shop_picture_is_classified_as_the_original()
     let d = load_data().unwrap().subset(6000, 2000);
     let mut m = Model::<MlpArch>::new(1).unwrap();
     m.verbosity = Verbosity::Silent;
-    m.compile(Adam { learning_rate: 1e-3 });
+    m.compile(Adam { learning_rate: 1e-3, ..Adam::default() });
     m.fit(&d.train.normalized(), &d.train.labels, FitOptions { epochs: 2, ..Default::default() }).unwrap();
     let tx = d.test.normalized();
     let classes = m.predict_classes(&tx).unwrap();

@@ -1,7 +1,8 @@
-//! Stride-1 `K×K` convolution + ReLU + max-pool on NHWC images, forward and backward: im2col and one
-//! matrix product per chunk of images (or Winograd F(4×4, 3×3), see [`super::winograd`]), then the
-//! fused pooling of [`super::pool`]; images of one channel go to [`super::direct`] instead. Groups of a
-//! fixed number of images, spread over the cores.
+//! `K×K` convolution on NHWC images, forward and backward, alone ([`conv_forward`], the `Conv2d`
+//! layer: bias added) or followed by ReLU + max-pool in the same pass ([`conv_relu_pool_forward`]):
+//! im2col and one matrix product per chunk of images (or, at stride 1, Winograd F(4×4, 3×3), see
+//! [`super::winograd`]), then the fused pooling of [`super::pool`]; fused layers over images of one
+//! channel go to [`super::direct`] instead. Groups of a fixed number of images, spread over the cores.
 
 use rayon::prelude::*;
 
@@ -10,8 +11,9 @@ use super::pool::{relu_max_pool, relu_max_pool_backward};
 use super::winograd::{self, flip_kernel, plane_stride, transform_kernel, Planes, Tiling, PLANES};
 use super::{direct, simd, Buf, Pass};
 
-/// Geometry of a stride-1 `K×K` convolution with `P` pixels of zero padding followed by ReLU and a
-/// `POOL×POOL` max-pool with stride `POOL` (floor, like Keras' `padding="valid"`), on NHWC images.
+/// Geometry of a `K×K` convolution with stride `S` and `P` pixels of zero padding, followed (in the
+/// fused layer) by ReLU and a `POOL×POOL` max-pool with stride `POOL` (floor, like Keras'
+/// `padding="valid"`), on NHWC images. The plain convolution has `pool: 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeom {
     pub h: usize,
@@ -20,13 +22,23 @@ pub struct ConvGeom {
     pub cout: usize,
     pub k: usize,
     pub p: usize,
+    /// The convolution's stride.
+    pub s: usize,
     pub pool: usize,
 }
 
 impl ConvGeom {
     /// Convolution output height and width.
     pub fn conv_hw(&self) -> (usize, usize) {
-        ((self.h + 2 * self.p + 1).saturating_sub(self.k), (self.w + 2 * self.p + 1).saturating_sub(self.k))
+        let o = |n: usize| {
+            let padded = n + 2 * self.p;
+            if padded < self.k || self.s == 0 {
+                0
+            } else {
+                (padded - self.k) / self.s + 1
+            }
+        };
+        (o(self.h), o(self.w))
     }
     /// Pooled output height and width.
     pub fn out_hw(&self) -> (usize, usize) {
@@ -65,17 +77,18 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
             for i in 0..ho {
                 for j in 0..wo {
                     let row = &mut cols[(i * wo + j) * g.patch()..][..g.patch()];
+                    let j0 = j * g.s;
                     for di in 0..k {
-                        let r = (i + di).wrapping_sub(g.p);
+                        let r = (i * g.s + di).wrapping_sub(g.p);
                         let dst = &mut row[di * k * c..][..k * c];
                         if r >= g.h {
                             dst.fill(0.0);
-                        } else if j >= g.p && j + k - g.p <= g.w {
+                        } else if j0 >= g.p && j0 + k - g.p <= g.w {
                             // The whole window row is inside the image: K·IN contiguous values (NHWC).
-                            dst.copy_from_slice(&x[(r * g.w + j - g.p) * c..][..k * c]);
+                            dst.copy_from_slice(&x[(r * g.w + j0 - g.p) * c..][..k * c]);
                         } else {
                             for dj in 0..k {
-                                let col = (j + dj).wrapping_sub(g.p);
+                                let col = (j0 + dj).wrapping_sub(g.p);
                                 let d = &mut dst[dj * c..][..c];
                                 if col >= g.w {
                                     d.fill(0.0);
@@ -103,12 +116,12 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
                 for j in 0..wo {
                     let row = &cols[(i * wo + j) * g.patch()..][..g.patch()];
                     for di in 0..k {
-                        let r = (i + di).wrapping_sub(g.p);
+                        let r = (i * g.s + di).wrapping_sub(g.p);
                         if r >= g.h {
                             continue;
                         }
                         for dj in 0..k {
-                            let col = (j + dj).wrapping_sub(g.p);
+                            let col = (j * g.s + dj).wrapping_sub(g.p);
                             if col >= g.w {
                                 continue;
                             }
@@ -124,10 +137,31 @@ pub(crate) fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     )
 }
 
+/// Adds `bias` `(OUT)` to every row of `y` `(pixels, OUT)`.
+fn add_bias(y: &mut [f32], bias: &[f32]) {
+    simd(
+        #[inline(always)]
+        || {
+            for row in y.chunks_exact_mut(bias.len()) {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+        },
+    )
+}
+
 /// Winograd F(4×4, 3×3) is used for 3×3 convolutions with one pixel of padding and several input
 /// channels (with one, as in the first layer, [`direct`] computes the convolution without products).
 fn winograd_applies(g: &ConvGeom) -> bool {
-    g.k == 3 && g.p == 1 && g.cin >= 2
+    g.k == 3 && g.p == 1 && g.s == 1 && g.cin >= 2
+}
+
+/// What follows the convolution in the same pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// The bias only: the `Conv2d` layer.
+    Bias,
+    /// Bias, ReLU and max-pool: the `ConvReluPool` layer.
+    ReluPool,
 }
 
 /// Images per group. Fixed — not one group per thread — so that the kernel gradient is summed in the
@@ -148,8 +182,8 @@ pub struct Saved {
 enum GroupSaved {
     /// The group's input as the kernel gradient reads it — the im2col matrix `(n·H'·W', K·K·IN)`, or
     /// with Winograd the 36 planes of transformed input tiles, `(36, n·tiles, IN)` — and the
-    /// convolution outputs before ReLU `(n·H'·W', OUT)`.
-    Products { cols: Buf, pre: Buf },
+    /// convolution outputs before ReLU `(n·H'·W', OUT)` (empty for the plain convolution).
+    Products { cols: Buf, pre: Buf, fused: bool },
     /// One input channel ([`direct`]): the zero-padded images and the window position of each pooled
     /// maximum.
     Direct { padded: Vec<f32>, sel: Vec<u8> },
@@ -166,10 +200,34 @@ pub fn conv_relu_pool_forward(
     g: &ConvGeom,
     batch: usize,
     x: &[f32],
-    (kernel, bias): (&[f32], &[f32]),
+    kernel_bias: (&[f32], &[f32]),
     pass: Pass,
 ) -> (Vec<f32>, Option<Saved>) {
+    forward(g, batch, x, kernel_bias, pass, Epilogue::ReluPool)
+}
+
+/// Forward pass of the convolution alone (`g.pool` must be 1): `(B, H', W', OUT)` with the bias added.
+pub fn conv_forward(
+    g: &ConvGeom,
+    batch: usize,
+    x: &[f32],
+    kernel_bias: (&[f32], &[f32]),
+    pass: Pass,
+) -> (Vec<f32>, Option<Saved>) {
+    debug_assert_eq!(g.pool, 1);
+    forward(g, batch, x, kernel_bias, pass, Epilogue::Bias)
+}
+
+fn forward(
+    g: &ConvGeom,
+    batch: usize,
+    x: &[f32],
+    (kernel, bias): (&[f32], &[f32]),
+    pass: Pass,
+    epilogue: Epilogue,
+) -> (Vec<f32>, Option<Saved>) {
     let train = pass == Pass::Train;
+    let fused = epilogue == Epilogue::ReluPool;
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = GROUP;
     let mut out = vec![0f32; batch * out_len];
@@ -183,7 +241,7 @@ pub fn conv_relu_pool_forward(
         .zip(x.par_chunks(per * in_len))
         .map(|(out, x)| {
             let n = x.len() / in_len;
-            if direct::applies(g) {
+            if fused && direct::applies(g) {
                 let mut padded = vec![0f32; n * direct::padded_len(g)];
                 direct::pad(g, x, &mut padded);
                 let mut sel = vec![0u8; if train { n * out_len } else { 0 }];
@@ -195,11 +253,17 @@ pub fn conv_relu_pool_forward(
             // The planes of all `kept` images: a step's tiles start at its first image's.
             let stride = plane_stride(kept * tl.per_image() * g.cin);
             let mut cols = Buf::dirty(if wino.is_some() { PLANES * stride } else { kept * pix * patch });
-            let mut pre = Buf::dirty(kept * pix * cout);
+            // The plain convolution writes its products straight into the output; backward needs
+            // only the fused layer's pre-activations.
+            let mut pre = Buf::dirty(if fused { kept * pix * cout } else { 0 });
             for start in (0..n).step_by(CHUNK) {
                 let m = CHUNK.min(n - start);
                 let at = if train { start } else { 0 };
-                let pre = &mut pre[at * pix * cout..(at + m) * pix * cout];
+                let (pre_chunk, out_chunk) = (
+                    &mut pre[if fused { at * pix * cout..(at + m) * pix * cout } else { 0..0 }],
+                    &mut out[start * out_len..(start + m) * out_len],
+                );
+                let dst = if fused { &mut *pre_chunk } else { &mut *out_chunk };
                 let xs = &x[start * in_len..(start + m) * in_len];
                 match &wino {
                     Some(u) => {
@@ -211,7 +275,7 @@ pub fn conv_relu_pool_forward(
                             m,
                             Planes { values: v, stride },
                             u,
-                            pre,
+                            dst,
                             Store::Overwrite,
                         );
                     }
@@ -224,16 +288,20 @@ pub fn conv_relu_pool_forward(
                             (m * pix, patch, cout),
                             Mat::Plain(cols),
                             Mat::Plain(kernel),
-                            pre,
+                            dst,
                             Store::Overwrite,
                         );
                     }
                 }
-                for (o, p) in out[start * out_len..].chunks_exact_mut(out_len).zip(pre.chunks_exact(pix * cout)) {
-                    relu_max_pool(g, p, bias, o);
+                if fused {
+                    for (o, p) in out_chunk.chunks_exact_mut(out_len).zip(pre_chunk.chunks_exact(pix * cout)) {
+                        relu_max_pool(g, p, bias, o);
+                    }
+                } else {
+                    add_bias(out_chunk, bias);
                 }
             }
-            GroupSaved::Products { cols, pre }
+            GroupSaved::Products { cols, pre, fused }
         })
         .collect();
     (out, train.then_some(Saved { groups, per }))
@@ -247,9 +315,9 @@ pub struct ConvGrads<'a> {
     pub input: Option<&'a mut [f32]>,
 }
 
-/// Backward pass: from the gradient of the pooled output, adds the kernel, bias and (when asked)
-/// input gradients into `grads`. Each group of images of the forward pass is one task; their kernel
-/// and bias gradients are added in group order.
+/// Backward pass: from the gradient of the output (pooled, or the plain convolution's), adds the
+/// kernel, bias and (when asked) input gradients into `grads`. Each group of images of the forward
+/// pass is one task; their kernel and bias gradients are added in group order.
 pub fn conv_relu_pool_backward(
     g: &ConvGeom,
     saved: &Saved,
@@ -276,8 +344,8 @@ pub fn conv_relu_pool_backward(
         .zip(grad_x_groups.par_iter_mut())
         .map(|((s, gout), dx)| {
             let n = gout.len() / out_len;
-            let (cols, pre) = match s {
-                GroupSaved::Products { cols, pre } => (cols, pre),
+            let (cols, pre, fused) = match s {
+                GroupSaved::Products { cols, pre, fused } => (cols, pre, *fused),
                 GroupSaved::Direct { padded, sel } => {
                     let (mut gk, mut gb) = (vec![0f32; patch * cout], vec![0f32; cout]);
                     let mut grad_padded = dx.is_some().then(|| vec![0f32; padded.len()]);
@@ -289,20 +357,27 @@ pub fn conv_relu_pool_backward(
                     return (gk, gb);
                 }
             };
-            let mut grad_pre = Buf::dirty(n * pix * cout);
-            for ((gp, p), go) in
-                grad_pre.chunks_exact_mut(pix * cout).zip(pre.chunks_exact(pix * cout)).zip(gout.chunks_exact(out_len))
-            {
-                relu_max_pool_backward(g, p, bias, go, gp);
-            }
+            let mut through_pool = Buf::dirty(if fused { n * pix * cout } else { 0 });
+            let grad_pre: &[f32] = if fused {
+                for ((gp, p), go) in through_pool
+                    .chunks_exact_mut(pix * cout)
+                    .zip(pre.chunks_exact(pix * cout))
+                    .zip(gout.chunks_exact(out_len))
+                {
+                    relu_max_pool_backward(g, p, bias, go, gp);
+                }
+                &through_pool
+            } else {
+                gout
+            };
             let mut gb = vec![0f32; cout];
-            add_column_sums(&grad_pre, &mut gb);
+            add_column_sums(grad_pre, &mut gb);
             if !wino {
                 let mut gk = vec![0f32; patch * cout];
                 matmul_serial(
                     (patch, n * pix, cout),
                     Mat::Transposed(cols),
-                    Mat::Plain(&grad_pre),
+                    Mat::Plain(grad_pre),
                     &mut gk,
                     Store::Overwrite,
                 );
@@ -311,7 +386,7 @@ pub fn conv_relu_pool_backward(
                     let dims = (n * pix, cout, patch);
                     matmul_serial(
                         dims,
-                        Mat::Plain(&grad_pre),
+                        Mat::Plain(grad_pre),
                         Mat::Transposed(kernel),
                         &mut grad_cols,
                         Store::Overwrite,
@@ -371,7 +446,7 @@ mod tests {
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         for (h, w, cin, p) in [(5, 4, 3, 1), (6, 6, 1, 0), (3, 7, 2, 1)] {
-            let g = ConvGeom { h, w, cin, cout: 1, k: 3, p, pool: 1 };
+            let g = ConvGeom { h, w, cin, cout: 1, k: 3, p, s: 1, pool: 1 };
             let x = seq(g.in_len(), 4);
             let c = seq(g.pixels() * g.patch(), 5);
             let mut cols = vec![0f32; c.len()];
@@ -381,6 +456,80 @@ mod tests {
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::*;
+    use crate::seq;
+
+    /// The convolution one value at a time: `(B, H, W, IN)` ⊛ `(K, K, IN, OUT)` + bias.
+    fn naive(g: &ConvGeom, b: usize, x: &[f32], kernel: &[f32], bias: &[f32]) -> Vec<f32> {
+        let (ho, wo) = g.conv_hw();
+        let mut y = Vec::new();
+        for n in 0..b {
+            for i in 0..ho {
+                for j in 0..wo {
+                    for o in 0..g.cout {
+                        let mut acc = bias[o] as f64;
+                        for di in 0..g.k {
+                            for dj in 0..g.k {
+                                let (r, c) = ((i * g.s + di).wrapping_sub(g.p), (j * g.s + dj).wrapping_sub(g.p));
+                                if r >= g.h || c >= g.w {
+                                    continue;
+                                }
+                                for ci in 0..g.cin {
+                                    let xv = x[n * g.in_len() + (r * g.w + c) * g.cin + ci];
+                                    acc += xv as f64 * kernel[((di * g.k + dj) * g.cin + ci) * g.cout + o] as f64;
+                                }
+                            }
+                        }
+                        y.push(acc as f32);
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Stride 2, LeNet's 5×5, a 1×1 projection and the Winograd case, against the naive loops; the
+    /// gradients against the adjoint identities ⟨conv(x), g⟩ = ⟨x, ∂x⟩ = ⟨kernel, ∂kernel⟩ (the
+    /// convolution is linear in each).
+    #[test]
+    fn plain_convolution_matches_naive_loops_and_its_gradients_are_adjoints() {
+        for g in [
+            ConvGeom { h: 9, w: 8, cin: 3, cout: 5, k: 3, p: 1, s: 2, pool: 1 },
+            ConvGeom { h: 12, w: 12, cin: 1, cout: 6, k: 5, p: 2, s: 1, pool: 1 },
+            ConvGeom { h: 7, w: 7, cin: 4, cout: 8, k: 1, p: 0, s: 2, pool: 1 },
+            ConvGeom { h: 10, w: 9, cin: 3, cout: 4, k: 3, p: 1, s: 1, pool: 1 },
+        ] {
+            let b = 19; // more than one group
+            let x = seq(b * g.in_len(), 1);
+            let kernel = seq(g.patch() * g.cout, 2);
+            let bias = seq(g.cout, 3);
+            let (y, saved) = conv_forward(&g, b, &x, (&kernel, &bias), Pass::Train);
+            let want = naive(&g, b, &x, &kernel, &bias);
+            assert_eq!(y.len(), want.len());
+            for (a, w) in y.iter().zip(&want) {
+                assert!((a - w).abs() < 1e-4, "{g:?}: {a} vs {w}");
+            }
+            let (infer, _) = conv_forward(&g, b, &x, (&kernel, &bias), Pass::Infer);
+            assert_eq!(infer, y);
+            let gout = seq(y.len(), 4);
+            let (mut gk, mut gb, mut gx) = (vec![0f32; kernel.len()], vec![0f32; g.cout], vec![0f32; x.len()]);
+            let grads = ConvGrads { kernel: &mut gk, bias: &mut gb, input: Some(&mut gx) };
+            conv_relu_pool_backward(&g, &saved.unwrap(), &gout, (&kernel, &bias), grads);
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+            let without_bias = naive(&g, b, &x, &kernel, &vec![0.0; g.cout]);
+            let lhs = dot(&without_bias, &gout);
+            assert!((lhs - dot(&x, &gx)).abs() < 1e-3 * (1.0 + lhs.abs()), "{g:?} input gradient");
+            assert!((lhs - dot(&kernel, &gk)).abs() < 1e-3 * (1.0 + lhs.abs()), "{g:?} kernel gradient");
+            for o in 0..g.cout {
+                let want: f32 = gout.iter().skip(o).step_by(g.cout).sum();
+                assert!((gb[o] - want).abs() < 1e-3);
+            }
         }
     }
 }
@@ -416,8 +565,8 @@ mod timing {
         });
         pool.install(|| {
             for g in [
-                ConvGeom { h: 28, w: 28, cin: 1, cout: 32, k: 3, p: 1, pool: 2 },
-                ConvGeom { h: 14, w: 14, cin: 32, cout: 64, k: 3, p: 1, pool: 2 },
+                ConvGeom { h: 28, w: 28, cin: 1, cout: 32, k: 3, p: 1, s: 1, pool: 2 },
+                ConvGeom { h: 14, w: 14, cin: 32, cout: 64, k: 3, p: 1, s: 1, pool: 2 },
             ] {
                 let b = 64;
                 let x = seq(b * g.in_len(), 1);

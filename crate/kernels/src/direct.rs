@@ -21,7 +21,7 @@ pub(crate) const K: usize = 3;
 /// Whether [`forward`] and [`backward`] handle `g`: one input channel, a 3×3 kernel, a pooling window
 /// of at most 15 positions (they fit in a byte next to [`NONE`]).
 pub(crate) fn applies(g: &ConvGeom) -> bool {
-    g.cin == 1 && g.k == K && g.pool * g.pool < 16
+    g.cin == 1 && g.k == K && g.s == 1 && g.pool * g.pool < 16
 }
 
 /// Height and width of an image with its padding.
@@ -310,7 +310,7 @@ mod tests {
     /// sees the leftover channels.
     #[test]
     fn portable_backward_matches_backward() {
-        let g = ConvGeom { h: 9, w: 10, cin: 1, cout: 35, k: 3, p: 1, pool: 2 };
+        let g = ConvGeom { h: 9, w: 10, cin: 1, cout: 35, k: 3, p: 1, s: 1, pool: 2 };
         let n = 3;
         let mut padded = vec![0f32; n * padded_len(&g)];
         pad(&g, &seq(n * g.h * g.w, 1), &mut padded);

@@ -8,10 +8,13 @@
 //! | file | what |
 //! |---|---|
 //! | [`matmul`] | `c = a·b` with either operand transposed, with the `gemm` crate (AVX-512 picked at run time), column sums |
-//! | [`conv`] | stride-1 convolution + ReLU + max-pool, forward and backward, per group of images and core |
+//! | [`conv`] | convolution (any stride and padding) alone or + ReLU + max-pool, forward and backward, per group of images and core |
 //! | `direct` | 3×3 convolution + ReLU + max-pool of one-channel images computed in registers, forward and backward |
 //! | `winograd` | Winograd F(4×4, 3×3) for 3×3 "same" convolutions over several channels: forward, input and kernel gradients |
 //! | `pool` | bias + ReLU + max-pool in one pass, and its backward |
+//! | [`pool2d`] | max- and average-pooling with any stride, global average pooling |
+//! | [`norm`] | batch normalization: batch and running statistics, backward |
+//! | [`activation`] | sigmoid, tanh, GELU, leaky ReLU, ELU; the sum of two tensors |
 //! | [`elementwise`] | ReLU and dropout |
 //! | [`optim`] | Adam and SGD steps over one parameter tensor |
 //! | [`rng`] | SplitMix64, the seeded generator of shuffles and dropout masks |
@@ -22,12 +25,15 @@
 //! reshape and max makes several passes over the activations where one suffices. `crate/PERFORMANCE.md`
 //! measures each step.
 
+pub mod activation;
 pub mod conv;
 mod direct;
 pub mod elementwise;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
 mod pool;
+pub mod pool2d;
 pub mod rng;
 mod winograd;
 

@@ -112,3 +112,23 @@ mod tests {
         assert_eq!(g, vec![0.0]);
     }
 }
+
+/// `g += wd · p` (an L2 penalty's gradient), nothing when `wd` is 0.
+pub fn add_scaled(g: &mut [f32], p: &[f32], wd: f32) {
+    if wd != 0.0 {
+        super::simd(
+            #[inline(always)]
+            || g.iter_mut().zip(p).for_each(|(g, &p)| *g += wd * p),
+        )
+    }
+}
+
+/// `p *= factor` (decoupled weight decay), nothing when `factor` is 1.
+pub fn scale(p: &mut [f32], factor: f32) {
+    if factor != 1.0 {
+        super::simd(
+            #[inline(always)]
+            || p.iter_mut().for_each(|p| *p *= factor),
+        )
+    }
+}

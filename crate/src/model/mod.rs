@@ -23,7 +23,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use dfdx::prelude::*;
-pub use layers::builders::{AddChannel, Conv2d, ConvReluPool, DropoutOneIn, Flatten, Linear, MaxPool2d, ReLU};
+pub use layers::builders::{
+    AddChannel, AvgPool2d, BatchNorm, Conv2d, ConvReluPool, Dropout, DropoutOneIn, Elu, Flatten, Gelu, GlobalAvgPool,
+    LeakyReLU, Linear, MaxPool2d, ReLU, Residual, ResidualProjection, Sigmoid, Tanh,
+};
 pub use summary::{group_thousands, Layer, LayerInfo, Rows, Summary};
 
 use crate::error::Error;
@@ -113,6 +116,7 @@ pub fn summarize<N: Network>(net: &N::Net, name: &str) -> Result<Summary, Error>
         type_name: short_type_name::<N>(),
         layers: rows.rows,
         total_params: net.num_trainable_params(),
+        non_trainable_params: count_values(net) - net.num_trainable_params(),
     })
 }
 
@@ -239,6 +243,11 @@ pub(crate) fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Resul
     Ok(())
 }
 
+/// The values of every tensor of a model, trained or not.
+pub(crate) fn count_values<M: TensorCollection<f32, Dev>>(model: &M) -> usize {
+    tensor_infos(model).iter().map(|t| t.shape.iter().product::<usize>()).sum()
+}
+
 /// A parameter tensor as safetensors stores it, plus the id dfdx gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TensorInfo {
@@ -311,7 +320,7 @@ mod tests {
     fn rows<N: Network>() -> Vec<(String, &'static str, Vec<usize>, usize)> {
         let s = summary::<N>("x");
         let total: usize = s.layers.iter().map(|l| l.params).sum();
-        assert_eq!(total, s.total_params, "rows add up to the tensors' count");
+        assert_eq!(total, s.total_params + s.non_trainable_params, "rows add up to the tensors' count");
         s.layers.into_iter().map(|l| (l.name, l.kind, l.output, l.params)).collect()
     }
 
@@ -355,6 +364,63 @@ mod tests {
         let summary = summary::<Cell>("cell").to_string();
         assert!(summary.starts_with("Model: \"cell\"\nType: (Flatten<784>, (Linear<784, 64>, ReLU, DropoutOneIn<5>), Linear<64, 32>, ReLU, Linear<32, 10>)"), "{summary}");
         assert!(summary.contains("Total params: 52,650"), "{summary}");
+    }
+
+    /// The next chapters' networks: d2l.ai's LeNet (sigmoid, average pooling; 61,706 parameters as
+    /// d2l counts them), a batch-norm CNN (Keras counts γ, β and both running statistics) and a small
+    /// ResNet with a projection.
+    #[test]
+    fn chapter_networks_summarise_as_keras_does() {
+        type LeNet = (
+            AddChannel,
+            (Conv2d<1, 6, 5, 2>, Sigmoid, AvgPool2d<2>),
+            (Conv2d<6, 16, 5>, Sigmoid, AvgPool2d<2>),
+            Flatten<400>,
+            (Linear<400, 120>, Sigmoid, Linear<120, 84>, Sigmoid),
+            Linear<84, 10>,
+        );
+        let s = summary::<LeNet>("lenet");
+        assert_eq!((s.total_params, s.non_trainable_params), (61_706, 0));
+        assert_eq!(s.layers[3].output, [14, 14, 6]);
+        assert_eq!(s.layers[3].kind, "AveragePooling2D");
+        type BnCnn = (
+            AddChannel,
+            (Conv2d<1, 32, 3, 1>, BatchNorm<32>, ReLU, MaxPool2d<2>),
+            Flatten<6272>,
+            (Linear<6272, 64>, BatchNorm<64>, ReLU, Dropout<20>),
+            Linear<64, 10>,
+        );
+        let s = summary::<BnCnn>("bn");
+        assert_eq!(s.non_trainable_params, 2 * 32 + 2 * 64);
+        assert_eq!(s.layers[2].params, 4 * 32, "Keras' BatchNormalization row");
+        let text = s.to_string();
+        assert!(text.contains("Non-trainable params: 192"), "{text}");
+        type Block<const C: usize> =
+            Residual<(Conv2d<C, C, 3, 1>, BatchNorm<C>, ReLU, Conv2d<C, C, 3, 1>, BatchNorm<C>)>;
+        type Down<const I: usize, const O: usize> = ResidualProjection<
+            (Conv2d<I, O, 3, 1, 2>, BatchNorm<O>, ReLU, Conv2d<O, O, 3, 1>, BatchNorm<O>),
+            (Conv2d<I, O, 1, 0, 2>, BatchNorm<O>),
+        >;
+        type ResNet = (
+            AddChannel,
+            (Conv2d<1, 16, 3, 1>, BatchNorm<16>, ReLU),
+            (Block<16>, ReLU, Down<16, 32>, ReLU),
+            GlobalAvgPool,
+            Linear<32, 10>,
+        );
+        let s = summary::<ResNet>("resnet");
+        let kinds: Vec<&str> = s.layers.iter().map(|l| l.kind).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "Add").count(), 2);
+        assert_eq!(s.layers.last().unwrap().output, [10]);
+        let gap = s.layers.iter().find(|l| l.kind == "GlobalAveragePooling2D").unwrap();
+        assert_eq!(gap.output, [32]);
+        // A block that changes the shape without a projection is refused, naming the fix.
+        type Wrong = (AddChannel, Conv2d<1, 8, 3, 1>, Residual<Conv2d<8, 8, 3>>, Flatten<5408>, Linear<5408, 10>);
+        let e = summarize::<Wrong>(&Dev::default().build_module::<Wrong, f32>(), "x").unwrap_err().to_string();
+        assert!(e.contains("ResidualProjection"), "{e}");
+        type Lost = (Flatten<784>, Linear<784, 10>, Dropout<100>);
+        let e = summarize::<Lost>(&Dev::default().build_module::<Lost, f32>(), "x").unwrap_err().to_string();
+        assert!(e.contains("Dropout<20>"), "{e}");
     }
 
     /// `Flatten<N>` with the wrong `N` compiles (the compiler cannot multiply the shape) but is refused

@@ -10,9 +10,12 @@
 
 use dfdx::prelude::*;
 
-use fashion_kernels::conv::{conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom, ConvGrads};
+use fashion_kernels::activation::{self, Activation};
+use fashion_kernels::conv::{conv_forward, conv_relu_pool_backward, conv_relu_pool_forward, ConvGeom, ConvGrads};
 use fashion_kernels::elementwise;
 use fashion_kernels::matmul::{add_column_sums, matmul, Mat, Split, Store};
+use fashion_kernels::norm;
+use fashion_kernels::pool2d::{self, PoolGeom};
 use fashion_kernels::Pass;
 
 /// A tensor's values, whatever its shape.
@@ -96,17 +99,19 @@ pub(crate) fn linear(
     Ok((out, backward))
 }
 
-/// Convolution + ReLU + max-pool of `n` NHWC images of geometry `g`; `weight` is `(K, K, IN, OUT)`.
-pub(crate) fn conv_relu_pool(
+/// Convolution + ReLU + max-pool of `n` NHWC images of geometry `g` (`fused`), or the convolution
+/// alone plus its bias (`g.pool` 1); `weight` is `(K, K, IN, OUT)`.
+pub(crate) fn conv(
     x: Flat,
-    (g, n): (ConvGeom, usize),
+    (g, n, fused): (ConvGeom, usize, bool),
     weight: Flat,
     bias: Flat,
     grads: Grads,
 ) -> Result<(Flat, Option<Backward>), CpuError> {
     let (kernel, bias_host) = (host(&weight), host(&bias));
     let pass = if grads == Grads::None { Pass::Infer } else { Pass::Train };
-    let (y, saved) = conv_relu_pool_forward(&g, n, &host(&x), (&kernel, &bias_host), pass);
+    let forward = if fused { conv_relu_pool_forward } else { conv_forward };
+    let (y, saved) = forward(&g, n, &host(&x), (&kernel, &bias_host), pass);
     let out = x.device().try_tensor_from_vec(y, (n * g.out_len(),))?;
     let backward = saved.map(|saved| {
         let out = out.clone();
@@ -163,4 +168,133 @@ pub(crate) fn dropout(x: Flat, p: f64, seed: u64) -> Result<(Flat, Backward), Cp
         put(grads, &o, g)
     }) as Backward;
     Ok((out, backward))
+}
+
+/// An activation `act` of every value.
+pub(crate) fn activation(x: Flat, act: Activation, train: bool) -> Result<(Flat, Option<Backward>), CpuError> {
+    let xs = host(&x);
+    let mut y = xs.clone();
+    activation::forward(act, &mut y);
+    let n = y.len();
+    let saved = if act.backward_reads_output() { y.clone() } else { xs };
+    let out = x.device().try_tensor_from_vec(y, (n,))?;
+    let backward = train.then(|| {
+        let out = out.clone();
+        Box::new(move |grads: &mut Gradients<f32, Cpu>| {
+            let g = take(grads, &out)?;
+            activation::backward(act, &saved, &g, grads.get_or_alloc_mut(&x)?);
+            put(grads, &out, g)
+        }) as Backward
+    });
+    Ok((out, backward))
+}
+
+/// `a + b` (same length): a residual connection.
+pub(crate) fn add(a: Flat, b: Flat, train: bool) -> Result<(Flat, Option<Backward>), CpuError> {
+    let mut y = host(&a);
+    activation::add_into(&mut y, &host(&b));
+    let n = y.len();
+    let out = a.device().try_tensor_from_vec(y, (n,))?;
+    let backward = train.then(|| {
+        let out = out.clone();
+        Box::new(move |grads: &mut Gradients<f32, Cpu>| {
+            let g = take(grads, &out)?;
+            activation::add_into(grads.get_or_alloc_mut(&a)?, &g);
+            activation::add_into(grads.get_or_alloc_mut(&b)?, &g);
+            put(grads, &out, g)
+        }) as Backward
+    });
+    Ok((out, backward))
+}
+
+/// Which pooling [`pool`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pooling {
+    Max,
+    Average,
+}
+
+/// Max- or average-pooling of NHWC images of geometry `g`.
+pub(crate) fn pool(x: Flat, g: PoolGeom, kind: Pooling, train: bool) -> Result<(Flat, Option<Backward>), CpuError> {
+    let xs = host(&x);
+    let (y, arg) = match kind {
+        Pooling::Max => pool2d::max_pool_forward(&g, &xs),
+        Pooling::Average => (pool2d::avg_pool_forward(&g, &xs), Vec::new()),
+    };
+    let n = y.len();
+    let out = x.device().try_tensor_from_vec(y, (n,))?;
+    let backward = train.then(|| {
+        let out = out.clone();
+        Box::new(move |grads: &mut Gradients<f32, Cpu>| {
+            let go = take(grads, &out)?;
+            let gx = grads.get_or_alloc_mut(&x)?;
+            match kind {
+                Pooling::Max => pool2d::max_pool_backward(&g, &arg, &go, gx),
+                Pooling::Average => pool2d::avg_pool_backward(&g, &go, gx),
+            }
+            put(grads, &out, go)
+        }) as Backward
+    });
+    Ok((out, backward))
+}
+
+/// The mean of each channel over the `pixels` of each image: `(B, pixels, C)` → `(B, C)`.
+pub(crate) fn global_avg_pool(
+    x: Flat,
+    (pixels, c): (usize, usize),
+    train: bool,
+) -> Result<(Flat, Option<Backward>), CpuError> {
+    let y = pool2d::global_avg_forward(pixels, c, &host(&x));
+    let n = y.len();
+    let out = x.device().try_tensor_from_vec(y, (n,))?;
+    let backward = train.then(|| {
+        let out = out.clone();
+        Box::new(move |grads: &mut Gradients<f32, Cpu>| {
+            let go = take(grads, &out)?;
+            pool2d::global_avg_backward(pixels, c, &go, grads.get_or_alloc_mut(&x)?);
+            put(grads, &out, go)
+        }) as Backward
+    });
+    Ok((out, backward))
+}
+
+/// Batch normalization of `(rows, c)` values while training, with the batch's statistics: the output,
+/// the batch's mean and variance (for the running statistics), and the backward step.
+pub(crate) fn batch_norm_train(
+    x: Flat,
+    c: usize,
+    (gamma, beta): (Flat, Flat),
+    eps: f32,
+    input_grad: bool,
+) -> Result<(Flat, (Vec<f32>, Vec<f32>), Backward), CpuError> {
+    let gamma_host = host(&gamma);
+    let (y, stats) = norm::batch_norm_train(c, &host(&x), &gamma_host, &host(&beta), eps);
+    let n = y.len();
+    let out = x.device().try_tensor_from_vec(y, (n,))?;
+    let moments = (stats.mean.clone(), stats.var.clone());
+    let o = out.clone();
+    let backward = Box::new(move |grads: &mut Gradients<f32, Cpu>| {
+        let go = take(grads, &o)?;
+        let mut gg = take(grads, &gamma)?;
+        let mut gb = take(grads, &beta)?;
+        let gx = if input_grad { Some(&mut grads.get_or_alloc_mut(&x)?[..]) } else { None };
+        norm::batch_norm_backward(c, &stats, &gamma_host, &go, (&mut gg, &mut gb), gx);
+        put(grads, &gamma, gg)?;
+        put(grads, &beta, gb)?;
+        put(grads, &o, go)
+    }) as Backward;
+    Ok((out, moments, backward))
+}
+
+/// Batch normalization at inference, with the running statistics `(mean, var)`.
+pub(crate) fn batch_norm_infer(
+    x: Flat,
+    c: usize,
+    (gamma, beta): (&Flat, &Flat),
+    (mean, var): (&Flat, &Flat),
+    eps: f32,
+) -> Result<Flat, CpuError> {
+    let y = norm::batch_norm_infer(c, &host(&x), (&host(gamma), &host(beta)), (&host(mean), &host(var)), eps);
+    let n = y.len();
+    x.device().try_tensor_from_vec(y, (n,))
 }

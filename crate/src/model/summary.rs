@@ -7,7 +7,11 @@ use std::fmt;
 
 use dfdx::prelude::*;
 
-use super::layers::{AddChannel, Conv2d, ConvReluPool, DropoutOneIn, Flatten, MaxPool2d, ReLU};
+use super::layers::conv::out_size;
+use super::layers::{
+    AddChannel, AvgPool2d, BatchNorm, Conv2d, ConvReluPool, Dropout, DropoutOneIn, Elu, Flatten, Gelu, GlobalAvgPool,
+    LeakyReLU, MaxPool2d, ReLU, Residual, ResidualProjection, Sigmoid, Tanh,
+};
 use super::Dev;
 
 /// One row of a model summary.
@@ -47,7 +51,17 @@ impl Rows {
     }
 }
 
-/// What every layer (and every tuple of layers) tells about itself.
+/// What every layer (and every tuple of layers) tells about itself: its summary rows. A network is a
+/// tuple of types that implement it; a layer of your own implements it beside dfdx's `Module`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a layer a `Model` can train",
+    label = "not a layer of the `fashion` crate",
+    note = "the layers are in `fashion::prelude`: Linear, Conv2d, ConvReluPool, MaxPool2d, AvgPool2d, GlobalAvgPool, \
+            BatchNorm, ReLU, Sigmoid, Tanh, Gelu, LeakyReLU, Elu, Dropout, DropoutOneIn, Flatten, AddChannel, Residual, \
+            ResidualProjection (dfdx's own `dfdx::nn` modules are not: use these names from the prelude)",
+    note = "a layer of your own implements dfdx's `Module` (its forward pass) and `fashion::model::Layer` (its \
+            summary row): see notebooks/README.md, \"Your own layer\""
+)]
 pub trait Layer {
     /// Adds this layer's summary rows for inputs of shape `input` (without the batch dimension) and
     /// returns its output shape, or says why it cannot take that shape.
@@ -84,43 +98,152 @@ impl Layer for AddChannel {
     }
 }
 
-impl Layer for ReLU {
-    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
-        rows.push("re_lu", "ReLU", input, 0);
-        Ok(input.to_vec())
-    }
+/// Layers that keep the shape and have no parameters: one row named as Keras names them.
+macro_rules! same_shape_row {
+    ($layer:ty, [$($generics:tt)*], $name:expr, $kind:expr) => {
+        impl<$($generics)*> Layer for $layer {
+            fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+                rows.push($name, $kind, input, 0);
+                Ok(input.to_vec())
+            }
+        }
+    };
 }
+same_shape_row!(ReLU, [], "re_lu", "ReLU");
+same_shape_row!(Sigmoid, [], "activation", "Activation");
+same_shape_row!(Tanh, [], "activation", "Activation");
+same_shape_row!(Gelu, [], "activation", "Activation");
+same_shape_row!(LeakyReLU<P>, [const P: usize], "leaky_re_lu", "LeakyReLU");
+same_shape_row!(Elu, [], "elu", "ELU");
+same_shape_row!(DropoutOneIn<N>, [const N: usize], "dropout", "Dropout");
 
-impl<const N: usize> Layer for DropoutOneIn<N> {
+impl<const P: usize> Layer for Dropout<P> {
     fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        if P >= 100 {
+            return Err(format!("Dropout<{P}> would drop every value: the rate is a percentage below 100 (Dropout<20> is Keras' Dropout(0.2))"));
+        }
         rows.push("dropout", "Dropout", input, 0);
         Ok(input.to_vec())
     }
 }
 
-impl<const K: usize> Layer for MaxPool2d<K> {
-    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
-        let [h, w, c] = *input else { return Err(format!("MaxPool2d needs (height, width, channels), got {input:?}")) };
-        let out = [h / K, w / K, c];
-        rows.push("max_pooling2d", "MaxPooling2D", &out, 0);
-        Ok(out.to_vec())
+/// `(H, W, C)` pooled by `K×K` windows every `S` pixels.
+fn pool_out(input: &[usize], k: usize, s: usize, what: &str) -> Result<Vec<usize>, String> {
+    match *input {
+        [h, w, c] if h >= k && w >= k && s > 0 => Ok(vec![out_size(h, k, 0, s), out_size(w, k, 0, s), c]),
+        [_, _, _] => Err(format!("{what}: the {k}×{k} window (stride {s}) does not fit {input:?}")),
+        _ => Err(format!("{what} needs (height, width, channels), got {input:?}")),
     }
 }
 
-/// `(H, W, IN)` → `(H + 2P - K + 1, W + 2P - K + 1)`, checking the channels.
-fn conv_out(input: &[usize], cin: usize, k: usize, p: usize, what: &str) -> Result<(usize, usize), String> {
+impl<const K: usize, const S: usize> Layer for MaxPool2d<K, S> {
+    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        let out = pool_out(input, K, S, &format!("MaxPool2d<{K}, {S}>"))?;
+        rows.push("max_pooling2d", "MaxPooling2D", &out, 0);
+        Ok(out)
+    }
+}
+
+impl<const K: usize, const S: usize> Layer for AvgPool2d<K, S> {
+    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        let out = pool_out(input, K, S, &format!("AvgPool2d<{K}, {S}>"))?;
+        rows.push("average_pooling2d", "AveragePooling2D", &out, 0);
+        Ok(out)
+    }
+}
+
+impl Layer for GlobalAvgPool {
+    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        let [_, _, c] = *input else {
+            return Err(format!("GlobalAvgPool needs (height, width, channels), got {input:?}"));
+        };
+        rows.push("global_average_pooling2d", "GlobalAveragePooling2D", &[c], 0);
+        Ok(vec![c])
+    }
+}
+
+impl<const C: usize> Layer for BatchNorm<C, f32, Dev> {
+    /// Keras' count: γ and β trained, the two running statistics not.
+    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        if input.last() != Some(&C) {
+            return Err(format!(
+                "BatchNorm<{C}> normalizes the last axis, which has {input:?}: write BatchNorm<{}>",
+                input.last().unwrap_or(&0)
+            ));
+        }
+        rows.push("batch_normalization", "BatchNormalization", input, 4 * C);
+        Ok(input.to_vec())
+    }
+
+    /// Its input gradient is cheap; taking the hint stops it reaching later layers.
+    fn input_is_data(&mut self) -> bool {
+        true
+    }
+}
+
+/// `(H, W, IN)` → `((H + 2P - K)/S + 1, (W + 2P - K)/S + 1)`, checking the channels.
+fn conv_out(
+    input: &[usize],
+    cin: usize,
+    (k, p, s): (usize, usize, usize),
+    what: &str,
+) -> Result<(usize, usize), String> {
     match *input {
-        [h, w, c] if c == cin && h + 2 * p >= k && w + 2 * p >= k => Ok((h + 2 * p + 1 - k, w + 2 * p + 1 - k)),
+        [h, w, c] if c == cin && h + 2 * p >= k && w + 2 * p >= k && s > 0 => {
+            Ok((out_size(h, k, p, s), out_size(w, k, p, s)))
+        }
         [_, _, c] if c == cin => Err(format!("{what}: the {k}×{k} kernel is larger than the padded input {input:?}")),
         _ => Err(format!("{what} takes (height, width, {cin}), got {input:?}")),
     }
 }
 
-impl<const IN: usize, const OUT: usize, const K: usize, const P: usize> Layer for Conv2d<IN, OUT, K, P, f32, Dev> {
+impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const S: usize> Layer
+    for Conv2d<IN, OUT, K, P, S, f32, Dev>
+{
     fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
-        let (h, w) = conv_out(input, IN, K, P, &format!("Conv2d<{IN}, {OUT}, {K}, {P}>"))?;
+        let (h, w) = conv_out(input, IN, (K, P, S), &format!("Conv2d<{IN}, {OUT}, {K}, {P}, {S}>"))?;
         rows.push("conv2d", "Conv2D", &[h, w, OUT], params(self));
         Ok(vec![h, w, OUT])
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn input_is_data(&mut self) -> bool {
+        self.input_is_data = true;
+        true
+    }
+}
+
+impl<F: Layer> Layer for Residual<F> {
+    /// `F`'s rows, then Keras' `Add` row.
+    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        let out = self.0.describe(input, rows)?;
+        if out != input {
+            return Err(format!("Residual: its block turns {input:?} into {out:?}, so x + F(x) cannot be added: keep the shape, or use ResidualProjection with a projection to {out:?}"));
+        }
+        rows.push("add", "Add", &out, 0);
+        Ok(out)
+    }
+
+    /// The input also goes round the block; the hint stops here.
+    fn input_is_data(&mut self) -> bool {
+        true
+    }
+}
+
+impl<F: Layer, P: Layer> Layer for ResidualProjection<F, P> {
+    /// `F`'s rows, the projection's, then Keras' `Add` row.
+    fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
+        let out = self.f.describe(input, rows)?;
+        let projected = self.proj.describe(input, rows)?;
+        if out != projected {
+            return Err(format!("ResidualProjection: the block gives {out:?} but the projection {projected:?}: they must match to be added"));
+        }
+        rows.push("add", "Add", &out, 0);
+        Ok(out)
+    }
+
+    fn input_is_data(&mut self) -> bool {
+        true
     }
 }
 
@@ -129,7 +252,7 @@ impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const PO
 {
     /// Three rows, as Keras lists `Conv2D(…, activation="relu")`, `ReLU` and `MaxPooling2D`.
     fn describe(&self, input: &[usize], rows: &mut Rows) -> Result<Vec<usize>, String> {
-        let (h, w) = conv_out(input, IN, K, P, &format!("ConvReluPool<{IN}, {OUT}, {K}, {P}, {POOL}>"))?;
+        let (h, w) = conv_out(input, IN, (K, P, 1), &format!("ConvReluPool<{IN}, {OUT}, {K}, {P}, {POOL}>"))?;
         rows.push("conv2d", "Conv2D", &[h, w, OUT], params(self));
         rows.push("re_lu", "ReLU", &[h, w, OUT], 0);
         let out = [h / POOL, w / POOL, OUT];
@@ -209,8 +332,10 @@ pub struct Summary {
     /// The network's type as written, e.g. `(Flatten<784>, Linear<784, 128>, ReLU, Linear<128, 10>)`.
     pub type_name: String,
     pub layers: Vec<LayerInfo>,
-    /// Counted from the built model's tensors.
+    /// The trained parameters, counted from the built model's tensors.
     pub total_params: usize,
+    /// Saved but not trained: batch normalization's running statistics.
+    pub non_trainable_params: usize,
 }
 
 impl fmt::Display for Summary {
@@ -231,9 +356,9 @@ impl fmt::Display for Summary {
             )?;
         }
         writeln!(f, "{}", "═".repeat(66))?;
-        writeln!(f, "Total params: {}", group_thousands(self.total_params))?;
+        writeln!(f, "Total params: {}", group_thousands(self.total_params + self.non_trainable_params))?;
         writeln!(f, "Trainable params: {}", group_thousands(self.total_params))?;
-        write!(f, "Non-trainable params: 0")
+        write!(f, "Non-trainable params: {}", group_thousands(self.non_trainable_params))
     }
 }
 

@@ -62,7 +62,7 @@ use crate::error::Result;
 use crate::model::{self, Dev, Layer, Network, Summary};
 
 pub use history::{EpochLog, History};
-pub use optimizer::{Adam, Optimizer, Sgd};
+pub use optimizer::{Adam, AdamW, Optimizer, Sgd};
 pub use options::{FitOptions, RunLog};
 pub use run_log::RunRecord;
 pub use step::argmax;
@@ -181,10 +181,11 @@ impl<N: Network> Model<N> {
             type_name: model::short_type_name::<N>(),
             layers: Vec::new(),
             total_params: self.count_params(),
+            non_trainable_params: 0,
         })
     }
 
-    /// Chooses the optimizer: `Adam { learning_rate: 1e-3 }` or `Sgd { .. }`. The loss is the sparse
+    /// Chooses the optimizer: `Adam::default()`, `AdamW { .. }` or `Sgd { .. }`. The loss is the sparse
     /// categorical cross-entropy of the logits and the metric the accuracy (the guide's only choices).
     /// Compiling again resets the optimizer's state, as in Keras.
     pub fn compile(&mut self, optimizer: impl Into<Optimizer>) {

@@ -14,38 +14,65 @@ use crate::model::Dev;
 use super::step::dev_err;
 
 /// Adam with Keras' defaults: β₁ = 0.9, β₂ = 0.999, ε = 1e-7 (`keras.optimizers.Adam(learning_rate)`).
+///
+/// `weight_decay` is the L2 penalty as PyTorch's `Adam(weight_decay=…)` applies it: `wd·w` is added to
+/// every parameter's gradient before the update. Keras' `kernel_regularizer=l2(λ)` on every layer adds
+/// `λ·Σw²` to the loss, whose gradient is `2λ·w`: the same as `weight_decay: 2λ` (here biases and batch
+/// norm's γ, β are decayed too, as in PyTorch). For decay that does not pass through Adam's scaling,
+/// see [`AdamW`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adam {
     pub learning_rate: f64,
+    pub weight_decay: f64,
 }
 
 impl Default for Adam {
-    /// Keras' default learning rate, 1e-3.
+    /// Keras' default learning rate, 1e-3; no weight decay.
     fn default() -> Self {
-        Adam { learning_rate: 1e-3 }
+        Adam { learning_rate: 1e-3, weight_decay: 0.0 }
+    }
+}
+
+/// Adam with decoupled weight decay (Loshchilov and Hutter; `keras.optimizers.AdamW`,
+/// `torch.optim.AdamW`): each step first shrinks every parameter by `learning_rate · weight_decay` of
+/// itself, then takes Adam's step (β₁ = 0.9, β₂ = 0.999, ε = 1e-7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamW {
+    /// Keras' defaults: learning rate 1e-3, weight decay 0.004.
+    fn default() -> Self {
+        AdamW { learning_rate: 1e-3, weight_decay: 0.004 }
     }
 }
 
 /// Stochastic gradient descent (`keras.optimizers.SGD(learning_rate, momentum)`); `momentum: 0.0` is
-/// plain SGD.
+/// plain SGD. `weight_decay` adds `wd·w` to each gradient (PyTorch's `SGD(weight_decay=…)`, the L2
+/// penalty `λ·Σw²` of Keras' `l2(λ)` with `wd = 2λ`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sgd {
     pub learning_rate: f64,
     pub momentum: f64,
+    pub weight_decay: f64,
 }
 
 impl Default for Sgd {
-    /// Keras' defaults: learning rate 0.01, no momentum.
+    /// Keras' defaults: learning rate 0.01, no momentum, no weight decay.
     fn default() -> Self {
-        Sgd { learning_rate: 0.01, momentum: 0.0 }
+        Sgd { learning_rate: 0.01, momentum: 0.0, weight_decay: 0.0 }
     }
 }
 
-/// The optimizer chosen at `compile`: `model.compile(Adam { learning_rate: 1e-3 })` or
-/// `model.compile(Sgd { learning_rate: 0.1, momentum: 0.9 })`.
+/// The optimizer chosen at `compile`: `model.compile(Adam::default())`,
+/// `model.compile(AdamW { learning_rate: 1e-3, weight_decay: 1e-4 })` or
+/// `model.compile(Sgd { learning_rate: 0.1, momentum: 0.9, ..Sgd::default() })`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
     Adam(Adam),
+    AdamW(AdamW),
     Sgd(Sgd),
 }
 
@@ -61,6 +88,12 @@ impl From<Adam> for Optimizer {
     }
 }
 
+impl From<AdamW> for Optimizer {
+    fn from(a: AdamW) -> Self {
+        Optimizer::AdamW(a)
+    }
+}
+
 impl From<Sgd> for Optimizer {
     fn from(s: Sgd) -> Self {
         Optimizer::Sgd(s)
@@ -71,7 +104,27 @@ impl Optimizer {
     pub fn learning_rate(&self) -> f64 {
         match self {
             Optimizer::Adam(a) => a.learning_rate,
+            Optimizer::AdamW(a) => a.learning_rate,
             Optimizer::Sgd(s) => s.learning_rate,
+        }
+    }
+
+    /// The same optimizer at another learning rate (what a schedule sets each epoch).
+    pub fn with_learning_rate(mut self, lr: f64) -> Optimizer {
+        match &mut self {
+            Optimizer::Adam(a) => a.learning_rate = lr,
+            Optimizer::AdamW(a) => a.learning_rate = lr,
+            Optimizer::Sgd(s) => s.learning_rate = lr,
+        }
+        self
+    }
+
+    /// The weight decay (0 when none).
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            Optimizer::Adam(a) => a.weight_decay,
+            Optimizer::AdamW(a) => a.weight_decay,
+            Optimizer::Sgd(s) => s.weight_decay,
         }
     }
 
@@ -82,11 +135,19 @@ impl Optimizer {
         if !(lr.is_finite() && lr > 0.0) {
             let default = match self {
                 Optimizer::Adam(_) => Adam::default().learning_rate,
+                Optimizer::AdamW(_) => AdamW::default().learning_rate,
                 Optimizer::Sgd(_) => Sgd::default().learning_rate,
             };
             return Err(crate::Error::Setting {
                 setting: "learning_rate",
                 reason: format!("must be a positive number, got {lr}; Keras' default for {} is {default}", self.name()),
+            });
+        }
+        let wd = self.weight_decay();
+        if !(wd.is_finite() && wd >= 0.0) {
+            return Err(crate::Error::Setting {
+                setting: "weight_decay",
+                reason: format!("must be 0 or a positive number, got {wd}; 1e-4 is usual, AdamW's default is 0.004"),
             });
         }
         if let Optimizer::Sgd(Sgd { momentum, .. }) = self {
@@ -100,10 +161,11 @@ impl Optimizer {
         Ok(())
     }
 
-    /// `adam` or `sgd`.
+    /// `adam`, `adamw` or `sgd`.
     pub fn name(&self) -> &'static str {
         match self {
             Optimizer::Adam(_) => "adam",
+            Optimizer::AdamW(_) => "adamw",
             Optimizer::Sgd(_) => "sgd",
         }
     }
@@ -135,6 +197,17 @@ impl<M: TensorCollection<f32, Dev>> OptState<M> {
         }
     }
 
+    /// Sets the learning rate of the next steps (a schedule's), keeping the moments.
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.config = self.config.with_learning_rate(lr);
+        #[cfg(not(feature = "cuda"))]
+        {
+            self.cpu.config = self.config;
+        }
+        #[cfg(feature = "cuda")]
+        self.dfdx.set_learning_rate(lr);
+    }
+
     /// One update of every parameter of `net` from `grads`, which are zeroed for the next batch.
     #[cfg(not(feature = "cuda"))]
     pub fn update(&mut self, net: &mut M, grads: &mut Gradients<f32, Dev>) -> Result<()> {
@@ -150,9 +223,12 @@ impl<M: TensorCollection<f32, Dev>> OptState<M> {
             type D2 = Dev;
             fn visit<S: Shape>(
                 &mut self,
-                _: TensorOptions<S, f32, Dev>,
+                opts: TensorOptions<S, f32, Dev>,
                 t: &mut Tensor<S, f32, Dev>,
             ) -> Result<Option<Tensor<S, f32, Dev>>, CpuError> {
+                if !opts.do_gradient_update {
+                    return Ok(None); // running statistics: set by the forward pass, not trained
+                }
                 let scratch = self.state.read(t.shape().num_elements());
                 t.copy_into(scratch);
                 self.state.step(self.index, self.grads.get_or_alloc_mut(t)?);
@@ -220,14 +296,22 @@ impl CpuState {
             self.slots.resize_with(index + 1, Default::default);
         }
         let (m, v) = &mut self.slots[index];
+        let adam = |t: u32, lr: f64| optim::AdamStep { t, lr, betas: (0.9, 0.999), eps: 1e-7 };
         match self.config {
-            Optimizer::Adam(Adam { learning_rate }) => {
+            Optimizer::Adam(Adam { learning_rate, weight_decay }) => {
                 m.resize(len, 0.0);
                 v.resize(len, 0.0);
-                let step = optim::AdamStep { t: self.step, lr: learning_rate, betas: (0.9, 0.999), eps: 1e-7 };
-                optim::adam(&step, &mut self.scratch, g, m, v);
+                optim::add_scaled(g, &self.scratch, weight_decay as f32);
+                optim::adam(&adam(self.step, learning_rate), &mut self.scratch, g, m, v);
             }
-            Optimizer::Sgd(Sgd { learning_rate, momentum }) => {
+            Optimizer::AdamW(AdamW { learning_rate, weight_decay }) => {
+                m.resize(len, 0.0);
+                v.resize(len, 0.0);
+                optim::scale(&mut self.scratch, (1.0 - learning_rate * weight_decay) as f32);
+                optim::adam(&adam(self.step, learning_rate), &mut self.scratch, g, m, v);
+            }
+            Optimizer::Sgd(Sgd { learning_rate, momentum, weight_decay }) => {
+                optim::add_scaled(g, &self.scratch, weight_decay as f32);
                 let velocity = (momentum != 0.0).then(|| {
                     m.resize(len, 0.0);
                     &mut m[..]
@@ -245,19 +329,43 @@ enum DfdxOpt<M> {
 }
 
 #[cfg(feature = "cuda")]
+impl<M> DfdxOpt<M> {
+    fn set_learning_rate(&mut self, lr: f64) {
+        match self {
+            DfdxOpt::Adam(o) => o.cfg.lr = lr,
+            DfdxOpt::Sgd(o) => o.cfg.lr = lr,
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
 impl<M: TensorCollection<f32, Dev>> DfdxOpt<M> {
     fn new(config: Optimizer, net: &M) -> Self {
         match config {
-            Optimizer::Adam(Adam { learning_rate }) => DfdxOpt::Adam(dfdx::optim::Adam::new(
+            Optimizer::Adam(Adam { learning_rate, weight_decay }) => DfdxOpt::Adam(dfdx::optim::Adam::new(
                 net,
-                AdamConfig { lr: learning_rate, betas: [0.9, 0.999], eps: 1e-7, weight_decay: None },
+                AdamConfig {
+                    lr: learning_rate,
+                    betas: [0.9, 0.999],
+                    eps: 1e-7,
+                    weight_decay: (weight_decay != 0.0).then_some(WeightDecay::L2(weight_decay)),
+                },
             )),
-            Optimizer::Sgd(Sgd { learning_rate, momentum }) => DfdxOpt::Sgd(dfdx::optim::Sgd::new(
+            Optimizer::AdamW(AdamW { learning_rate, weight_decay }) => DfdxOpt::Adam(dfdx::optim::Adam::new(
+                net,
+                AdamConfig {
+                    lr: learning_rate,
+                    betas: [0.9, 0.999],
+                    eps: 1e-7,
+                    weight_decay: (weight_decay != 0.0).then_some(WeightDecay::Decoupled(weight_decay)),
+                },
+            )),
+            Optimizer::Sgd(Sgd { learning_rate, momentum, weight_decay }) => DfdxOpt::Sgd(dfdx::optim::Sgd::new(
                 net,
                 SgdConfig {
                     lr: learning_rate,
                     momentum: (momentum != 0.0).then_some(Momentum::Classic(momentum)),
-                    weight_decay: None,
+                    weight_decay: (weight_decay != 0.0).then_some(WeightDecay::L2(weight_decay)),
                 },
             )),
         }

@@ -113,7 +113,7 @@ fn without_shuffle_batches_go_in_order_and_history_is_keras_shaped() {
 fn diverging_loss_stops_fit_naming_epoch_and_batch() {
     let (x, y) = toy(256, 6);
     let mut m = quiet::<LinearArch>(0);
-    m.compile(Sgd { learning_rate: 1e38, momentum: 0.0 });
+    m.compile(Sgd { learning_rate: 1e38, momentum: 0.0, ..Sgd::default() });
     let before = m.logits(x.view()).unwrap();
     let e = m.fit(&x, &y, opts(2, 32)).unwrap_err();
     assert!(matches!(e, Error::NonFiniteLoss { epoch: 1, .. }), "{e}");
@@ -144,9 +144,9 @@ fn settings_that_cannot_work_are_errors_naming_the_fix() {
     let (x, y) = toy(40, 7);
     let mut m = quiet::<LinearArch>(0);
     for (opt, want) in [
-        (Optimizer::Adam(Adam { learning_rate: -1.0 }), "positive number"),
-        (Optimizer::Adam(Adam { learning_rate: f64::NAN }), "positive number"),
-        (Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 1.5 }), "momentum"),
+        (Optimizer::Adam(Adam { learning_rate: -1.0, ..Adam::default() }), "positive number"),
+        (Optimizer::Adam(Adam { learning_rate: f64::NAN, ..Adam::default() }), "positive number"),
+        (Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 1.5, ..Sgd::default() }), "momentum"),
     ] {
         m.compile(opt);
         let e = m.fit(&x, &y, opts(1, 8)).unwrap_err().to_string();
@@ -196,7 +196,7 @@ fn bad_inputs_are_errors() {
     let (x, y) = toy(10, 7);
     let mut m = Model::<LinearArch>::new(0).unwrap();
     assert!(m.fit(&x, &y, opts(1, 4)).unwrap_err().to_string().contains("compile"));
-    m.compile(Sgd { learning_rate: 0.1, momentum: 0.9 });
+    m.compile(Sgd { learning_rate: 0.1, momentum: 0.9, ..Sgd::default() });
     assert!(m.fit(&x, &y, opts(1, 0)).is_err());
     let y9 = y.slice(s![..9]).to_owned();
     assert!(m.fit(&x, &y9, opts(1, 4)).is_err());
@@ -281,14 +281,20 @@ fn dropout_acts_while_training_only() {
     assert_ne!(ha.epochs[0].loss, hb.epochs[0].loss);
 }
 
-/// The Adam and SGD kernels against dfdx's own optimizers on the same network and batches.
+/// The Adam, AdamW and SGD kernels, with and without weight decay, against dfdx's own optimizers
+/// (`WeightDecay::L2` for the coupled decay, `Decoupled` for AdamW) on the same network and batches.
 #[test]
 fn optimizers_match_dfdx() {
     use dfdx::optim::Optimizer as _;
     let (x, y) = toy(64, 11);
-    for config in
-        [Optimizer::Adam(Adam { learning_rate: 1e-2 }), Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 0.9 })]
-    {
+    let l2 = |wd: f64| (wd != 0.0).then_some(WeightDecay::L2(wd));
+    for config in [
+        Optimizer::Adam(Adam { learning_rate: 1e-2, ..Adam::default() }),
+        Optimizer::Adam(Adam { learning_rate: 1e-2, weight_decay: 0.05 }),
+        Optimizer::AdamW(AdamW { learning_rate: 1e-2, weight_decay: 0.3 }),
+        Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 0.9, ..Sgd::default() }),
+        Optimizer::Sgd(Sgd { learning_rate: 0.1, momentum: 0.9, weight_decay: 0.02 }),
+    ] {
         let mut ours = quiet::<MlpArch>(1);
         ours.compile(config);
         ours.fit(&x, &y, FitOptions { shuffle: false, ..opts(1, 16) }).unwrap();
@@ -296,11 +302,15 @@ fn optimizers_match_dfdx() {
         let reference = Model::<MlpArch>::new(1).unwrap();
         let dev = reference.device().clone();
         let mut net = reference.network().clone();
+        let decay = match config {
+            Optimizer::AdamW(a) => Some(WeightDecay::Decoupled(a.weight_decay)),
+            other => l2(other.weight_decay()),
+        };
         let mut adam =
-            dfdx::optim::Adam::new(&net, AdamConfig { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-7, weight_decay: None });
+            dfdx::optim::Adam::new(&net, AdamConfig { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-7, weight_decay: decay });
         let mut sgd = dfdx::optim::Sgd::new(
             &net,
-            SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: None },
+            SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: decay },
         );
         let mut grads = net.alloc_grads();
         for start in (0..64).step_by(16) {
@@ -309,7 +319,7 @@ fn optimizers_match_dfdx() {
             let logits = net.forward_mut(batch.images.traced(grads));
             grads = cross_entropy_with_logits_loss(logits, batch.targets).backward();
             match config {
-                Optimizer::Adam(_) => adam.update(&mut net, &grads).unwrap(),
+                Optimizer::Adam(_) | Optimizer::AdamW(_) => adam.update(&mut net, &grads).unwrap(),
                 Optimizer::Sgd(_) => sgd.update(&mut net, &grads).unwrap(),
             }
             net.zero_grads(&mut grads);
@@ -317,7 +327,11 @@ fn optimizers_match_dfdx() {
         let (a, b) = (ours.network().1.weight.as_vec(), net.1.weight.as_vec());
         let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         assert!(diff < 1e-5, "{config:?}: max difference {diff}");
+        let plain = Model::<MlpArch>::new(1).unwrap().network().1.weight.as_vec();
+        assert_ne!(a, plain, "trained");
     }
+    let bad = Optimizer::AdamW(AdamW { learning_rate: 1e-3, weight_decay: -1.0 }).check().unwrap_err();
+    assert!(bad.to_string().contains("weight_decay"), "{bad}");
 }
 
 /// Keras' `EarlyStopping`: an impossible `min_delta` makes every epoch after the first a
@@ -389,7 +403,7 @@ fn a_run_log_is_written_whole_and_read_back() {
 
     // A fit that fails leaves no run behind, not even a hidden one (only the runs' lock files).
     let mut bad = quiet::<LinearArch>(0);
-    bad.compile(Sgd { learning_rate: 1e38, momentum: 0.0 });
+    bad.compile(Sgd { learning_rate: 1e38, momentum: 0.0, ..Sgd::default() });
     assert!(bad.fit(&x, &y, FitOptions { run: Some(RunLog::new(&root, "diverged")), ..opts(2, 32) }).is_err());
     let left: Vec<String> =
         std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

@@ -4,6 +4,8 @@ use dfdx::optim::Sgd;
 
 use super::*;
 
+mod families;
+
 type Dev = Cpu;
 
 /// Naive reference: direct 4-loop convolution in f64 of `(b, h, w, cin)` NHWC images.
@@ -193,8 +195,8 @@ fn pool_gradient_goes_to_the_window_maximum() {
     assert_eq!(g.get(&x).as_vec(), vec![0., 1., 0., 0., 0., 0., 0., 0., 0.]);
 }
 
-/// The fused CPU layer against `(Conv2d, ReLU, MaxPool2d)` from dfdx ops (itself checked against the
-/// naive references above): outputs and the gradients of input, kernel and bias of `n` images;
+/// The fused CPU layer against `(Conv2d, ReLU, MaxPool2d)` from dfdx ops (checked against the naive
+/// references in `families.rs`): outputs and the gradients of input, kernel and bias of `n` images;
 /// then 40 images a row and a column smaller without a tape (inference goes in chunks). Outputs
 /// within `tol` (relative, plus `tol` absolute), the input gradient within 1e-4, the kernel and bias
 /// gradients within 1e-5 of their largest value.
@@ -206,9 +208,13 @@ fn check_fused<const IN: usize, const OUT: usize, const P: usize>(
 ) {
     let dev = Dev::seed_from_u64(seed);
     let fused = dev.build_module::<builders::ConvReluPool<IN, OUT, 3, P, 2>, f32>();
-    let conv = Conv2d::<IN, OUT, 3, P, f32, Dev> { weight: fused.weight.clone(), bias: fused.bias.clone() };
-    let reference = |x| MaxPool2d::<2>.forward(conv.forward(x).relu());
-    let reference_traced = |x| MaxPool2d::<2>.forward(conv.forward(x).relu());
+    let conv = Conv2d::<IN, OUT, 3, P, 1, f32, Dev> {
+        weight: fused.weight.clone(),
+        bias: fused.bias.clone(),
+        input_is_data: false,
+    };
+    let reference = |x| pool::reference_pool(conv.reference_forward(x).unwrap().relu(), (2, 2), true).unwrap();
+    let reference_traced = |x| pool::reference_pool(conv.reference_forward(x).unwrap().relu(), (2, 2), true).unwrap();
     let f64s = |t: Vec<f32>| t.iter().map(|&v| v as f64).collect::<Vec<_>>();
     let x: Tensor<(usize, usize, usize, Const<IN>), f32, Dev> = dev.sample_normal_like(&(n, h, w, Const));
     let y = fused.forward(x.clone());

@@ -1,0 +1,202 @@
+//! Batch normalization over the rows of a `(rows, C)` matrix — a dense layer's `(B, C)` output or a
+//! convolution's `(B·H·W, C)` pixels — forward (batch or running statistics) and backward. The
+//! channel sums are taken over fixed blocks of rows in `f64` and added in block order, so the result
+//! is the same on any number of threads.
+
+use rayon::prelude::*;
+
+use super::simd;
+
+/// Rows per block of the channel sums.
+const BLOCK: usize = 512;
+
+/// Per-channel sums of `a` and of `a·b` (or `a²` when `b` is `None`) over the rows, in `f64`.
+fn channel_sums(c: usize, a: &[f32], b: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
+    let blocks: Vec<(Vec<f64>, Vec<f64>)> = a
+        .par_chunks(BLOCK * c)
+        .enumerate()
+        .map(|(i, a)| {
+            let (mut s, mut p) = (vec![0f64; c], vec![0f64; c]);
+            let b = b.map(|b| &b[i * BLOCK * c..][..a.len()]);
+            for (r, row) in a.chunks_exact(c).enumerate() {
+                let other = b.map(|b| &b[r * c..][..c]).unwrap_or(row);
+                for ch in 0..c {
+                    s[ch] += row[ch] as f64;
+                    p[ch] += row[ch] as f64 * other[ch] as f64;
+                }
+            }
+            (s, p)
+        })
+        .collect();
+    let (mut s, mut p) = (vec![0f64; c], vec![0f64; c]);
+    for (bs, bp) in blocks {
+        s.iter_mut().zip(bs).for_each(|(a, b)| *a += b);
+        p.iter_mut().zip(bp).for_each(|(a, b)| *a += b);
+    }
+    (s, p)
+}
+
+/// `y = x·scale + shift` per channel, rows in parallel.
+fn affine(c: usize, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(y, x)| {
+        simd(
+            #[inline(always)]
+            || {
+                for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ch in 0..c {
+                        yr[ch] = xr[ch] * scale[ch] + shift[ch];
+                    }
+                }
+            },
+        )
+    });
+    y
+}
+
+/// What a training pass keeps for backward: the normalized input `x̂` and `1/σ` per channel.
+pub struct BatchStats {
+    pub x_hat: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    /// The batch's mean and (biased) variance per channel, for the running statistics.
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+/// Training: normalizes `x` `(rows, C)` with the batch's own mean and variance, then scales by
+/// `gamma` and shifts by `beta`: `y = γ·(x - μ)/√(σ² + ε) + β`.
+pub fn batch_norm_train(c: usize, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, BatchStats) {
+    let rows = if c == 0 { 0 } else { x.len() / c };
+    let (s, p) = channel_sums(c, x, None);
+    let n = rows.max(1) as f64;
+    let mean: Vec<f64> = s.iter().map(|s| s / n).collect();
+    let var: Vec<f64> = p.iter().zip(&mean).map(|(p, m)| (p / n - m * m).max(0.0)).collect();
+    let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
+    let shift: Vec<f32> = mean.iter().zip(&inv_std).map(|(m, i)| (-m * *i as f64) as f32).collect();
+    let x_hat = affine(c, x, &inv_std, &shift);
+    let zero = vec![0f32; c];
+    let mut y = affine(c, &x_hat, gamma, &zero);
+    if beta.iter().any(|&b| b != 0.0) {
+        y.par_chunks_mut(BLOCK * c).for_each(|y| {
+            for row in y.chunks_exact_mut(c) {
+                row.iter_mut().zip(beta).for_each(|(v, b)| *v += b);
+            }
+        });
+    }
+    let stats = BatchStats {
+        x_hat,
+        inv_std,
+        mean: mean.iter().map(|&m| m as f32).collect(),
+        var: var.iter().map(|&v| v as f32).collect(),
+    };
+    (y, stats)
+}
+
+/// Inference: `y = γ·(x - mean)/√(var + ε) + β` with the running statistics.
+pub fn batch_norm_infer(
+    c: usize,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    (mean, var): (&[f32], &[f32]),
+    eps: f32,
+) -> Vec<f32> {
+    let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + eps).sqrt()).collect();
+    let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    affine(c, x, &scale, &shift)
+}
+
+/// Backward of [`batch_norm_train`]: adds the gradients of `gamma` and `beta`, and — when given — of
+/// the input: `dx = γ/σ · (dy - mean(dy) - x̂·mean(dy·x̂))`.
+pub fn batch_norm_backward(
+    c: usize,
+    stats: &BatchStats,
+    gamma: &[f32],
+    grad_out: &[f32],
+    (grad_gamma, grad_beta): (&mut [f32], &mut [f32]),
+    grad_x: Option<&mut [f32]>,
+) {
+    let rows = if c == 0 { 0 } else { grad_out.len() / c };
+    let (sum_dy, sum_dy_xhat) = channel_sums(c, grad_out, Some(&stats.x_hat));
+    for ch in 0..c {
+        grad_beta[ch] += sum_dy[ch] as f32;
+        grad_gamma[ch] += sum_dy_xhat[ch] as f32;
+    }
+    let Some(gx) = grad_x else { return };
+    let n = rows.max(1) as f64;
+    let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * stats.inv_std[ch]).collect();
+    let m_dy: Vec<f32> = sum_dy.iter().map(|s| (s / n) as f32).collect();
+    let m_dyx: Vec<f32> = sum_dy_xhat.iter().map(|s| (s / n) as f32).collect();
+    gx.par_chunks_mut(BLOCK * c).zip(grad_out.par_chunks(BLOCK * c)).zip(stats.x_hat.par_chunks(BLOCK * c)).for_each(
+        |((gx, dy), xh)| {
+            simd(
+                #[inline(always)]
+                || {
+                    for ((gr, dr), xr) in gx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(xh.chunks_exact(c)) {
+                        for ch in 0..c {
+                            gr[ch] += k[ch] * (dr[ch] - m_dy[ch] - xr[ch] * m_dyx[ch]);
+                        }
+                    }
+                },
+            )
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq;
+
+    /// The output of a training pass has, per channel, mean β and standard deviation γ (up to ε), and
+    /// inference with the batch's own statistics gives the same values.
+    #[test]
+    fn training_normalizes_and_inference_with_its_statistics_agrees() {
+        let (c, rows) = (3, 1100);
+        let x: Vec<f32> = seq(rows * c, 2).iter().enumerate().map(|(i, v)| v * (1 + i % c) as f32 + 5.0).collect();
+        let (gamma, beta) = ([1.0, 2.0, 0.5], [0.0, 1.0, -1.0]);
+        let (y, st) = batch_norm_train(c, &x, &gamma, &beta, 1e-5);
+        for ch in 0..c {
+            let v: Vec<f64> = y.iter().skip(ch).step_by(c).map(|&v| v as f64).collect();
+            let m = v.iter().sum::<f64>() / rows as f64;
+            let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / rows as f64).sqrt();
+            assert!((m - beta[ch] as f64).abs() < 1e-4 && (sd - gamma[ch] as f64).abs() < 1e-3, "{ch}: {m} {sd}");
+        }
+        let inf = batch_norm_infer(c, &x, (&gamma, &beta), (&st.mean, &st.var), 1e-5);
+        for (a, b) in inf.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-4);
+        }
+    }
+
+    /// The input and parameter gradients against central differences of `Σ y·w`.
+    #[test]
+    fn gradients_match_differences() {
+        let (c, rows) = (2, 7);
+        let x = seq(rows * c, 5);
+        let w = seq(rows * c, 6);
+        let (gamma, beta) = ([1.3f32, 0.7], [0.2f32, -0.1]);
+        let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
+            let (y, _) = batch_norm_train(c, x, gamma, beta, 1e-3);
+            y.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum()
+        };
+        let (_, st) = batch_norm_train(c, &x, &gamma, &beta, 1e-3);
+        let (mut gg, mut gb, mut gx) = (vec![0f32; c], vec![0f32; c], vec![0f32; x.len()]);
+        batch_norm_backward(c, &st, &gamma, &w, (&mut gg, &mut gb), Some(&mut gx));
+        let h = 1e-2f32;
+        for i in 0..x.len() {
+            let (mut a, mut b) = (x.clone(), x.clone());
+            a[i] += h;
+            b[i] -= h;
+            let num = (loss(&a, &gamma, &beta) - loss(&b, &gamma, &beta)) / (2.0 * h as f64);
+            assert!((num - gx[i] as f64).abs() < 2e-2, "dx[{i}] {num} vs {}", gx[i]);
+        }
+        for ch in 0..c {
+            let (mut a, mut b) = (gamma, gamma);
+            a[ch] += h;
+            b[ch] -= h;
+            let num = (loss(&x, &a, &beta) - loss(&x, &b, &beta)) / (2.0 * h as f64);
+            assert!((num - gg[ch] as f64).abs() < 1e-2, "dγ {num} vs {}", gg[ch]);
+            let want_b: f32 = w.iter().skip(ch).step_by(c).sum();
+            assert!((want_b - gb[ch]).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Pooling as layers of their own, on NHWC images: `K×K` max- and average-pooling with stride `S`
+//! (Keras' `padding="valid"`: windows that do not fit are dropped), and global average pooling. One
+//! image per task; every image's result depends on that image alone, so any thread count gives the
+//! same bytes.
+
+use rayon::prelude::*;
+
+use super::simd;
+
+/// `K×K` windows every `S` pixels over `(H, W, C)` images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub k: usize,
+    pub s: usize,
+}
+
+impl PoolGeom {
+    /// Output height and width: `(H - K) / S + 1`, 0 when the window is larger than the image.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let o = |n: usize| if n < self.k || self.s == 0 { 0 } else { (n - self.k) / self.s + 1 };
+        (o(self.h), o(self.w))
+    }
+    pub fn in_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+    pub fn out_len(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        ho * wo * self.c
+    }
+}
+
+/// Max-pooling of `x` `(B, H, W, C)`: the output `(B, H', W', C)` and, per output value, the index in
+/// its image of the (first) maximum, which backward sends the gradient to.
+pub fn max_pool_forward(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let (il, ol) = (g.in_len(), g.out_len());
+    let n = if il == 0 { 0 } else { x.len() / il };
+    let mut y = vec![0f32; n * ol];
+    let mut arg = vec![0u32; n * ol];
+    if ol == 0 {
+        return (y, arg);
+    }
+    y.par_chunks_mut(ol).zip(arg.par_chunks_mut(ol)).zip(x.par_chunks(il)).for_each(|((y, arg), x)| {
+        simd(
+            #[inline(always)]
+            || {
+                let (ho, wo) = g.out_hw();
+                for i in 0..ho {
+                    for j in 0..wo {
+                        let o = (i * wo + j) * g.c;
+                        let first = (i * g.s * g.w + j * g.s) * g.c;
+                        y[o..o + g.c].copy_from_slice(&x[first..first + g.c]);
+                        for (a, at) in arg[o..o + g.c].iter_mut().zip(first..) {
+                            *a = at as u32;
+                        }
+                        for di in 0..g.k {
+                            for dj in 0..g.k {
+                                let at = ((i * g.s + di) * g.w + j * g.s + dj) * g.c;
+                                for ch in 0..g.c {
+                                    let v = x[at + ch];
+                                    if v > y[o + ch] {
+                                        y[o + ch] = v;
+                                        arg[o + ch] = (at + ch) as u32;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    });
+    (y, arg)
+}
+
+/// `grad_x += ` each output gradient at its window's maximum.
+pub fn max_pool_backward(g: &PoolGeom, arg: &[u32], grad_out: &[f32], grad_x: &mut [f32]) {
+    let (il, ol) = (g.in_len(), g.out_len());
+    if ol == 0 {
+        return;
+    }
+    grad_x.par_chunks_mut(il).zip(grad_out.par_chunks(ol)).zip(arg.par_chunks(ol)).for_each(|((gx, go), arg)| {
+        for (&a, &v) in arg.iter().zip(go) {
+            gx[a as usize] += v;
+        }
+    });
+}
+
+/// Average-pooling of `x` `(B, H, W, C)` into `(B, H', W', C)`.
+pub fn avg_pool_forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
+    let (il, ol) = (g.in_len(), g.out_len());
+    let n = if il == 0 { 0 } else { x.len() / il };
+    let mut y = vec![0f32; n * ol];
+    if ol == 0 {
+        return y;
+    }
+    let scale = 1.0 / (g.k * g.k) as f32;
+    y.par_chunks_mut(ol).zip(x.par_chunks(il)).for_each(|(y, x)| {
+        simd(
+            #[inline(always)]
+            || {
+                let (ho, wo) = g.out_hw();
+                for i in 0..ho {
+                    for j in 0..wo {
+                        let out = &mut y[(i * wo + j) * g.c..][..g.c];
+                        for di in 0..g.k {
+                            for dj in 0..g.k {
+                                let src = &x[((i * g.s + di) * g.w + j * g.s + dj) * g.c..][..g.c];
+                                out.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
+                            }
+                        }
+                        out.iter_mut().for_each(|o| *o *= scale);
+                    }
+                }
+            },
+        )
+    });
+    y
+}
+
+/// `grad_x += ` each output gradient spread evenly over its window.
+pub fn avg_pool_backward(g: &PoolGeom, grad_out: &[f32], grad_x: &mut [f32]) {
+    let (il, ol) = (g.in_len(), g.out_len());
+    if ol == 0 {
+        return;
+    }
+    let scale = 1.0 / (g.k * g.k) as f32;
+    grad_x.par_chunks_mut(il).zip(grad_out.par_chunks(ol)).for_each(|(gx, go)| {
+        simd(
+            #[inline(always)]
+            || {
+                let (ho, wo) = g.out_hw();
+                for i in 0..ho {
+                    for j in 0..wo {
+                        let src = &go[(i * wo + j) * g.c..][..g.c];
+                        for di in 0..g.k {
+                            for dj in 0..g.k {
+                                let dst = &mut gx[((i * g.s + di) * g.w + j * g.s + dj) * g.c..][..g.c];
+                                dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v * scale);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    });
+}
+
+/// Global average pooling: `(B, P, C)` (P pixels per image) → `(B, C)`, the mean of each channel.
+pub fn global_avg_forward(pixels: usize, c: usize, x: &[f32]) -> Vec<f32> {
+    let n = if pixels * c == 0 { 0 } else { x.len() / (pixels * c) };
+    let mut y = vec![0f32; n * c];
+    if c == 0 || pixels == 0 {
+        return y;
+    }
+    let scale = 1.0 / pixels as f32;
+    y.par_chunks_mut(c).zip(x.par_chunks(pixels * c)).for_each(|(y, x)| {
+        for p in x.chunks_exact(c) {
+            y.iter_mut().zip(p).for_each(|(o, &v)| *o += v);
+        }
+        y.iter_mut().for_each(|o| *o *= scale);
+    });
+    y
+}
+
+/// `grad_x += grad_out / P` at every pixel.
+pub fn global_avg_backward(pixels: usize, c: usize, grad_out: &[f32], grad_x: &mut [f32]) {
+    if c == 0 || pixels == 0 {
+        return;
+    }
+    let scale = 1.0 / pixels as f32;
+    grad_x.par_chunks_mut(pixels * c).zip(grad_out.par_chunks(c)).for_each(|(gx, go)| {
+        for p in gx.chunks_exact_mut(c) {
+            p.iter_mut().zip(go).for_each(|(d, &v)| *d += v * scale);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq;
+
+    /// Naive references, one value at a time.
+    fn naive(g: &PoolGeom, x: &[f32], max: bool) -> Vec<f32> {
+        let (ho, wo) = g.out_hw();
+        let n = x.len() / g.in_len();
+        let mut y = Vec::new();
+        for b in 0..n {
+            for i in 0..ho {
+                for j in 0..wo {
+                    for ch in 0..g.c {
+                        let vals = (0..g.k * g.k).map(|d| {
+                            let (r, c) = (i * g.s + d / g.k, j * g.s + d % g.k);
+                            x[b * g.in_len() + (r * g.w + c) * g.c + ch]
+                        });
+                        y.push(if max {
+                            vals.fold(f32::MIN, f32::max)
+                        } else {
+                            vals.sum::<f32>() / (g.k * g.k) as f32
+                        });
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn pools_match_naive_references_with_any_stride() {
+        for g in [
+            PoolGeom { h: 7, w: 7, c: 3, k: 3, s: 2 },
+            PoolGeom { h: 8, w: 6, c: 2, k: 2, s: 2 },
+            PoolGeom { h: 5, w: 5, c: 1, k: 2, s: 1 },
+        ] {
+            let x = seq(2 * g.in_len(), 9);
+            let (y, arg) = max_pool_forward(&g, &x);
+            assert_eq!(y, naive(&g, &x, true), "{g:?}");
+            let avg = avg_pool_forward(&g, &x);
+            for (a, b) in avg.iter().zip(naive(&g, &x, false)) {
+                assert!((a - b).abs() < 1e-6);
+            }
+            // Backward is the adjoint: ⟨pool(x)', g⟩ sums the gradient into the chosen inputs.
+            let go = seq(y.len(), 3);
+            let mut gx = vec![0f32; x.len()];
+            max_pool_backward(&g, &arg, &go, &mut gx);
+            let total: f32 = gx.iter().sum();
+            assert!((total - go.iter().sum::<f32>()).abs() < 1e-4);
+            let mut ga = vec![0f32; x.len()];
+            avg_pool_backward(&g, &go, &mut ga);
+            let lhs: f64 = avg.iter().zip(&go).map(|(a, b)| (a * b) as f64).sum();
+            let rhs: f64 = x.iter().zip(&ga).map(|(a, b)| (a * b) as f64).sum();
+            assert!((lhs - rhs).abs() < 1e-4, "avg backward is the adjoint of forward");
+        }
+    }
+
+    #[test]
+    fn global_average_is_the_channel_mean() {
+        let x = seq(2 * 6 * 3, 4);
+        let y = global_avg_forward(6, 3, &x);
+        for b in 0..2 {
+            for ch in 0..3 {
+                let want: f32 = (0..6).map(|p| x[b * 18 + p * 3 + ch]).sum::<f32>() / 6.0;
+                assert!((y[b * 3 + ch] - want).abs() < 1e-6);
+            }
+        }
+        let mut gx = vec![0f32; x.len()];
+        global_avg_backward(6, 3, &[6.0; 6], &mut gx);
+        assert!(gx.iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    }
+}
