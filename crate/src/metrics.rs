@@ -221,6 +221,7 @@ mod tests {
                 val_loss: None,
                 val_accuracy: None,
                 seconds: 1.0,
+                learning_rate: None,
             }],
             ..Default::default()
         };

@@ -122,6 +122,7 @@ fn every_figure_renders_with_content() {
                 val_loss: Some(1.1 / e as f64),
                 val_accuracy: Some(0.45 + 0.1 * e as f64),
                 seconds: 1.0,
+                learning_rate: None,
             })
             .collect(),
         ..Default::default()

@@ -45,6 +45,9 @@ pub(crate) struct State {
     pub stopper: Option<(Option<f64>, usize)>,
     /// Whether the file holds the best epoch's weights too (`restore_best_weights`).
     pub best_weights: bool,
+    /// `ReduceOnPlateau`'s state, with that schedule.
+    #[serde(default)]
+    pub plateau: Option<super::schedule::PlateauState>,
 }
 
 /// Writes the checkpoint: `net` (and `best`, the weights early stopping would restore), the optimizer's

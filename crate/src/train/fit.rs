@@ -13,9 +13,10 @@ use super::interrupt::StopOnInterrupt;
 use super::optimizer::OptState;
 use super::progress::Progress;
 use super::run_log::{RunLock, RunRecord, RunWriter};
+use super::schedule::PlateauState;
 use super::step::{self, dev_err, Batch, FitData};
 use super::stopping::Stopper;
-use super::{evcxr_ids, EpochLog, FitOptions, History, Model, Verbosity};
+use super::{evcxr_ids, EpochLog, FitOptions, History, Model, Schedule, Verbosity};
 
 use super::checkpoint;
 #[cfg(not(feature = "cuda"))]
@@ -76,6 +77,9 @@ impl<N: Network> Model<N> {
         let data = FitData::new(x, y, &options)?;
         let summary = model::summarize::<N>(&self.net, &self.name)?;
         step::check_memory(&summary, options.batch_size.min(data.len()), step::available_memory())?;
+        if let Some(schedule) = options.lr_schedule {
+            schedule.check(|m| m.needs_validation() && data.validation().is_none())?;
+        }
         if let Some(stop) =
             options.early_stopping.filter(|s| s.monitor.needs_validation() && data.validation().is_none())
         {
@@ -107,6 +111,9 @@ impl<N: Network> Model<N> {
             w.restore_batch_loss(r.state.batch_loss);
         }
         let trained = self.train_epochs(&data, &options, run.as_mut(), resumed);
+        if let Some(opt) = self.opt.as_mut() {
+            opt.set_learning_rate(optimizer.learning_rate()); // the schedule held for this fit only
+        }
         let Some(run) = run else { return trained };
         let finished = trained.and_then(|history| {
             if run.wants_weights() {
@@ -184,9 +191,15 @@ impl<N: Network> Model<N> {
         let mut history = History::default();
         let mut stopper = options.early_stopping.map(Stopper::new);
         let (mut first, mut step_count) = (1, 0);
+        let base_lr = opt.config.learning_rate();
+        let mut plateau = match options.lr_schedule {
+            Some(Schedule::ReduceOnPlateau(_)) => Some(PlateauState::new(base_lr)),
+            _ => None,
+        };
         if let Some(r) = resumed {
             first = r.state.epochs_completed + 1;
             step_count = r.state.steps;
+            plateau = r.state.plateau.or(plateau);
             history.epochs = r.state.history;
             history.best_epoch = r.state.best_epoch;
             if let (Some(s), Some((best, wait))) = (stopper.as_mut(), r.state.stopper) {
@@ -205,11 +218,16 @@ impl<N: Network> Model<N> {
             let start = Instant::now();
             // The batches run on a thread of the kernels' pool, where handing half a product to the
             // other core is cheap.
-            let (net_ref, run, stop) = (&mut *net, &mut run, &stop);
+            let (net_ref, run, stop, plateau_now) = (&mut *net, &mut run, &stop, plateau.as_ref());
+            let mut last_lr = base_lr;
             let trained = on_pool(|| -> Result<_> {
                 let mut t = Trained { total: step::StepStats::default(), grads, batches: 0, draws: 0 };
                 take_draws();
                 for (b, idx) in batches.enumerate() {
+                    if let Some(s) = options.lr_schedule {
+                        last_lr = s.rate(base_lr, step_count, epoch, plateau_now);
+                        opt.set_learning_rate(last_lr);
+                    }
                     let batch = Batch::gather(dev, data.images(), data.labels(), &idx)?;
                     let (stats, g) = step::train_step(net_ref, opt, batch, t.grads, (epoch, b + 1))?;
                     t.grads = g;
@@ -256,7 +274,15 @@ impl<N: Network> Model<N> {
                 val_loss: val.map(|v| v.loss),
                 val_accuracy: val.map(|v| v.accuracy),
                 seconds,
+                learning_rate: options.lr_schedule.map(|_| last_lr),
             };
+            if let (Some(Schedule::ReduceOnPlateau(p)), Some(state)) = (options.lr_schedule, plateau.as_mut()) {
+                if let Some(lr) = state.epoch_end(&p, &log) {
+                    if *verbosity == Verbosity::Progress {
+                        println!("Epoch {epoch}: ReduceLROnPlateau reducing learning rate to {lr:e}.");
+                    }
+                }
+            }
             if let Some(w) = run.as_deref_mut() {
                 w.epoch(&log)?;
             }
@@ -303,6 +329,7 @@ impl<N: Network> Model<N> {
                     best_epoch: history.best_epoch,
                     stopper: stopper.as_ref().map(|s| s.progress()),
                     best_weights: stopper.as_ref().is_some_and(|s| s.best_net.is_some()),
+                    plateau,
                 };
                 let best = stopper.as_ref().and_then(|s| s.best_net.as_ref());
                 checkpoint::save(&w.folder().join(super::run_log::CHECKPOINT), &*net, opt.state().1, best, &state)?;
@@ -339,6 +366,8 @@ impl<N: Network> Model<N> {
             train_images: data.len(),
             validation_images: data.validation().map(|(_, y)| y.len()),
             early_stopping: stopping,
+            weight_decay: opt.weight_decay(),
+            lr_schedule: options.lr_schedule.map(|s| format!("{s:?}")),
             params: Default::default(),
             epochs_run: 0,
             loss: None,

@@ -19,6 +19,9 @@ pub struct EpochLog {
     pub val_accuracy: Option<f64>,
     /// Wall-clock seconds of the epoch's training (validation excluded).
     pub seconds: f64,
+    /// With a learning-rate schedule: the rate of the epoch's last batch.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
 }
 
 /// What `fit` returns: one row per epoch (Keras' `history.history`).
@@ -43,14 +46,21 @@ impl History {
         self.epochs.last()
     }
 
-    /// The history as CSV text (empty cells where there was no validation set).
+    /// Whether a schedule set the rates (the history then has a `learning_rate` column).
+    pub fn has_learning_rates(&self) -> bool {
+        self.epochs.iter().any(|e| e.learning_rate.is_some())
+    }
+
+    /// The history as CSV text (empty cells where there was no validation set); with a schedule, a
+    /// last column `learning_rate`.
     pub fn to_csv(&self) -> String {
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        let rates = self.has_learning_rates();
         let mut s = Self::COLUMNS.join(",");
-        s.push('\n');
+        s.push_str(if rates { ",learning_rate\n" } else { "\n" });
         for e in &self.epochs {
             s.push_str(&format!(
-                "{},{:.6},{:.6},{},{},{:.3}\n",
+                "{},{:.6},{:.6},{},{},{:.3}",
                 e.epoch,
                 e.loss,
                 e.accuracy,
@@ -58,6 +68,10 @@ impl History {
                 opt(e.val_accuracy),
                 e.seconds
             ));
+            if rates {
+                s.push_str(&format!(",{}", e.learning_rate.map(|v| format!("{v:e}")).unwrap_or_default()));
+            }
+            s.push('\n');
         }
         s
     }
@@ -74,14 +88,18 @@ impl History {
             reason: format!("line {line}: {what}"),
         };
         let mut lines = text.lines();
-        if lines.next().map(str::trim) != Some(Self::COLUMNS.join(",").as_str()) {
-            return Err(bad(1, &format!("expected the header {}", Self::COLUMNS.join(","))));
-        }
+        let header = lines.next().map(str::trim).unwrap_or_default();
+        let plain = Self::COLUMNS.join(",");
+        let columns = match header {
+            h if h == plain => 6,
+            h if h == format!("{plain},learning_rate") => 7,
+            _ => return Err(bad(1, &format!("expected the header {plain}"))),
+        };
         let mut epochs = Vec::new();
         for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let cells: Vec<&str> = line.trim().split(',').collect();
-            if cells.len() != 6 {
-                return Err(bad(i + 2, "expected 6 values"));
+            if cells.len() != columns {
+                return Err(bad(i + 2, &format!("expected {columns} values")));
             }
             let num =
                 |j: usize| cells[j].parse::<f64>().map_err(|_| bad(i + 2, &format!("`{}` is not a number", cells[j])));
@@ -93,22 +111,28 @@ impl History {
                 val_loss: opt(3)?,
                 val_accuracy: opt(4)?,
                 seconds: num(5)?,
+                learning_rate: if columns == 7 { opt(6)? } else { None },
             });
         }
         Ok(History { epochs, ..Default::default() })
     }
 
-    /// The history as a polars DataFrame (columns [`History::COLUMNS`]; validation columns null when absent).
+    /// The history as a polars DataFrame (columns [`History::COLUMNS`], and `learning_rate` with a
+    /// schedule; validation columns null when absent).
     pub fn to_dataframe(&self) -> Result<DataFrame> {
         let col = |f: fn(&EpochLog) -> Option<f64>| self.epochs.iter().map(f).collect::<Vec<_>>();
-        Ok(df!(
+        let mut df = df!(
             "epoch" => self.epochs.iter().map(|e| e.epoch as u32).collect::<Vec<_>>(),
             "loss" => col(|e| Some(e.loss)),
             "accuracy" => col(|e| Some(e.accuracy)),
             "val_loss" => col(|e| e.val_loss),
             "val_accuracy" => col(|e| e.val_accuracy),
             "seconds" => col(|e| Some(e.seconds)),
-        )?)
+        )?;
+        if self.has_learning_rates() {
+            df.with_column(Column::new("learning_rate".into(), col(|e| e.learning_rate)))?;
+        }
+        Ok(df)
     }
 
     /// Shows the history as a table when it ends a notebook cell.
@@ -134,6 +158,7 @@ mod tests {
                 val_loss: None,
                 val_accuracy: None,
                 seconds: 1.0,
+                learning_rate: None,
             }],
             ..Default::default()
         };
@@ -151,5 +176,10 @@ mod tests {
         assert_eq!(History::from_csv(&with_val.to_csv(), p).unwrap(), with_val);
         assert!(matches!(History::from_csv("epoch,loss\n", p), Err(Error::Corrupt { .. })));
         assert!(History::from_csv(&(h.to_csv() + "2,x,1,,,1\n"), p).unwrap_err().to_string().contains("line 3"));
+        let scheduled =
+            History { epochs: vec![EpochLog { learning_rate: Some(2.5e-4), ..h.epochs[0] }], ..Default::default() };
+        assert!(scheduled.to_csv().starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds,learning_rate\n"));
+        assert_eq!(History::from_csv(&scheduled.to_csv(), p).unwrap(), scheduled);
+        assert_eq!(scheduled.to_dataframe().unwrap().width(), 7);
     }
 }

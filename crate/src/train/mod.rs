@@ -48,6 +48,7 @@ pub mod optimizer;
 mod options;
 mod progress;
 mod run_log;
+mod schedule;
 pub mod step;
 mod stopping;
 #[cfg(test)]
@@ -65,6 +66,7 @@ pub use history::{EpochLog, History};
 pub use optimizer::{Adam, AdamW, Optimizer, Sgd};
 pub use options::{FitOptions, RunLog};
 pub use run_log::RunRecord;
+pub use schedule::{ReduceOnPlateau, Schedule};
 pub use step::argmax;
 pub use stopping::{EarlyStopping, Monitor};
 

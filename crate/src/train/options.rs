@@ -32,6 +32,9 @@ pub struct FitOptions<'a> {
     pub shuffle: bool,
     /// Stop when a monitored value stops improving (Keras' `EarlyStopping` callback).
     pub early_stopping: Option<EarlyStopping>,
+    /// Change the learning rate while training (Keras' schedules and `ReduceLROnPlateau`): see
+    /// [`Schedule`](super::Schedule). Each epoch's rate goes to the history, the run log and TensorBoard.
+    pub lr_schedule: Option<super::Schedule>,
     /// Write the run to a folder that outlives the kernel: parameters, history, TensorBoard events and
     /// (if asked) the weights. See [`RunLog`].
     pub run: Option<RunLog>,
@@ -46,6 +49,7 @@ impl Default for FitOptions<'_> {
             validation_split: 0.0,
             shuffle: true,
             early_stopping: None,
+            lr_schedule: None,
             run: None,
         }
     }

@@ -38,6 +38,12 @@ pub struct RunRecord {
     pub validation_images: Option<usize>,
     /// Early stopping's settings, when it was on.
     pub early_stopping: Option<String>,
+    /// The optimizer's weight decay (0: none).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// The learning-rate schedule, when there was one.
+    #[serde(default)]
+    pub lr_schedule: Option<String>,
     /// What the run recorded itself ([`RunLog::param`]).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
@@ -255,6 +261,9 @@ impl RunWriter {
         let step = e.epoch as i64;
         self.train.scalar("epoch_loss", step, e.loss as f32)?;
         self.train.scalar("epoch_accuracy", step, e.accuracy as f32)?;
+        if let Some(lr) = e.learning_rate {
+            self.train.scalar("epoch_learning_rate", step, lr as f32)?;
+        }
         self.train.flush()?;
         if let (Some(w), Some(loss), Some(acc)) = (self.validation.as_mut(), e.val_loss, e.val_accuracy) {
             w.scalar("epoch_loss", step, loss as f32)?;

@@ -27,6 +27,16 @@ impl Monitor {
         }
     }
 
+    /// The monitored value of an epoch (none without validation data).
+    pub(crate) fn value(self, e: &EpochLog) -> Option<f64> {
+        match self {
+            Monitor::ValLoss => e.val_loss,
+            Monitor::ValAccuracy => e.val_accuracy,
+            Monitor::Loss => Some(e.loss),
+            Monitor::Accuracy => Some(e.accuracy),
+        }
+    }
+
     pub(crate) fn needs_validation(self) -> bool {
         matches!(self, Monitor::ValLoss | Monitor::ValAccuracy)
     }
@@ -64,13 +74,7 @@ impl<M> Stopper<M> {
     /// Records the epoch; true when its monitored value is the best so far (by more than `min_delta`).
     pub fn improved(&mut self, e: &EpochLog) -> bool {
         let m = self.config.monitor;
-        let value = match m {
-            Monitor::ValLoss => e.val_loss,
-            Monitor::ValAccuracy => e.val_accuracy,
-            Monitor::Loss => Some(e.loss),
-            Monitor::Accuracy => Some(e.accuracy),
-        };
-        let Some(v) = value else { return false };
+        let Some(v) = m.value(e) else { return false };
         let better = match self.best {
             None => true,
             Some(b) if m.lower_is_better() => v < b - self.config.min_delta,

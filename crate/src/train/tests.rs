@@ -440,6 +440,7 @@ fn a_checkpoint_puts_back_weights_and_moments_and_refuses_other_settings() {
         best_epoch: None,
         stopper: Some((Some(0.25), 1)),
         best_weights: false,
+        plateau: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checkpoint.safetensors");
@@ -466,4 +467,33 @@ fn a_checkpoint_puts_back_weights_and_moments_and_refuses_other_settings() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let e = checkpoint::load(&path, &mut untouched.net, &settings).err().unwrap();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+/// A schedule sets the rate of every batch: the history records each epoch's, the run log writes them
+/// to `history.csv`, `run.json` and TensorBoard, and the compiled rate is back after the fit. A
+/// schedule at a constant rate trains exactly as no schedule.
+#[test]
+fn schedules_set_the_rate_of_each_epoch_and_are_logged() {
+    let (x, y) = toy(128, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let step = Schedule::Step { every: 1, factor: 0.5 };
+    let mut m = quiet::<MlpArch>(4);
+    let run = RunLog::new(dir.path(), "stepped");
+    let h = m.fit(&x, &y, FitOptions { lr_schedule: Some(step), run: Some(run), ..opts(3, 32) }).unwrap();
+    let rates: Vec<f64> = h.epochs.iter().map(|e| e.learning_rate.unwrap()).collect();
+    assert_eq!(rates, [1e-3, 5e-4, 2.5e-4]);
+    assert_eq!(m.optimizer().unwrap().learning_rate(), 1e-3, "the compiled rate is back");
+    let csv = std::fs::read_to_string(dir.path().join("stepped/history.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",learning_rate"), "{csv}");
+    let json = std::fs::read_to_string(dir.path().join("stepped/run.json")).unwrap();
+    assert!(json.contains("\"lr_schedule\": \"Step { every: 1, factor: 0.5 }\""), "{json}");
+    let flat = Schedule::Exponential { decay_steps: 10, decay_rate: 1.0, staircase: false };
+    let mut a = quiet::<MlpArch>(4);
+    let mut b = quiet::<MlpArch>(4);
+    let ha = a.fit(&x, &y, FitOptions { lr_schedule: Some(flat), ..opts(2, 32) }).unwrap();
+    let hb = b.fit(&x, &y, opts(2, 32)).unwrap();
+    assert_eq!(ha.epochs[1].loss, hb.epochs[1].loss);
+    let plateau = Schedule::ReduceOnPlateau(ReduceOnPlateau::default());
+    let e = a.fit(&x, &y, FitOptions { lr_schedule: Some(plateau), ..opts(1, 32) }).unwrap_err();
+    assert!(e.to_string().contains("validation_split"), "{e}");
 }
