@@ -67,8 +67,8 @@ pub mod prelude {
     pub use crate::runs::{self, Run};
     pub use crate::tensorboard::{tensorboard, TensorBoard};
     pub use crate::train::{
-        Adam, AdamW, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer, ReduceOnPlateau,
-        RunLog, Schedule, Sgd, Verbosity,
+        Adam, AdamW, Augment, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer,
+        ReduceOnPlateau, RunLog, Schedule, Sgd, Verbosity,
     };
     /// The dfdx names cells use to build and call a typed network directly.
     pub use dfdx::prelude::{Const, DeviceBuildExt, HasShape, Module, Shape, ZerosTensor};

@@ -20,6 +20,7 @@ fn history(n: usize) -> History {
         val_loss: None,
         val_accuracy: None,
         seconds: 0.1,
+        learning_rate: None,
     };
     History { epochs: (1..=n).map(row).collect(), ..Default::default() }
 }

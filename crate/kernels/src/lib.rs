@@ -15,6 +15,7 @@
 //! | [`pool2d`] | max- and average-pooling with any stride, global average pooling |
 //! | [`norm`] | batch normalization: batch and running statistics, backward |
 //! | [`activation`] | sigmoid, tanh, GELU, leaky ReLU, ELU; the sum of two tensors |
+//! | [`augment`] | random flips, translations and erasing of training images, per image and seed |
 //! | [`elementwise`] | ReLU and dropout |
 //! | [`optim`] | Adam and SGD steps over one parameter tensor |
 //! | [`rng`] | SplitMix64, the seeded generator of shuffles and dropout masks |
@@ -26,6 +27,7 @@
 //! measures each step.
 
 pub mod activation;
+pub mod augment;
 pub mod conv;
 mod direct;
 pub mod elementwise;

@@ -23,6 +23,7 @@ use super::checkpoint;
 use crate::model::layers::take_dropout_draws as take_draws;
 #[cfg(not(feature = "cuda"))]
 use fashion_kernels::on_pool;
+use fashion_kernels::rng::mix;
 
 /// With the `cuda` feature a fit keeps no checkpoints.
 #[cfg(feature = "cuda")]
@@ -77,6 +78,17 @@ impl<N: Network> Model<N> {
         let data = FitData::new(x, y, &options)?;
         let summary = model::summarize::<N>(&self.net, &self.name)?;
         step::check_memory(&summary, options.batch_size.min(data.len()), step::available_memory())?;
+        let aug = options.augment;
+        if !(0.0..=1.0).contains(&aug.erase) || aug.shift >= 14 {
+            return Err(Error::Setting {
+                setting: "augment",
+                reason: format!(
+                    "erase is a probability in [0, 1] and shift a few pixels (under 14), got erase {} and shift {}; \
+                     Augment {{ flip: true, shift: 2, erase: 0.0 }} is a usual start",
+                    aug.erase, aug.shift
+                ),
+            });
+        }
         if let Some(schedule) = options.lr_schedule {
             schedule.check(|m| m.needs_validation() && data.validation().is_none())?;
         }
@@ -209,7 +221,7 @@ impl<N: Network> Model<N> {
         let stop = StopOnInterrupt::install();
         for epoch in first..=options.epochs {
             let order = match options.shuffle {
-                true => BatchOrder::Shuffled { seed: fashion_kernels::rng::mix(*seed, *epochs_done as u64) },
+                true => BatchOrder::Shuffled { seed: mix(*seed, *epochs_done as u64) },
                 false => BatchOrder::Sequential,
             };
             let batches = Batches::new(data.len(), options.batch_size, order, LastBatch::Keep)?;
@@ -228,7 +240,11 @@ impl<N: Network> Model<N> {
                         last_lr = s.rate(base_lr, step_count, epoch, plateau_now);
                         opt.set_learning_rate(last_lr);
                     }
-                    let batch = Batch::gather(dev, data.images(), data.labels(), &idx)?;
+                    let augment = options
+                        .augment
+                        .any()
+                        .then(|| (options.augment, mix(mix(*seed, *epochs_done as u64), b as u64)));
+                    let batch = Batch::gather_augmented(dev, data.images(), data.labels(), &idx, augment)?;
                     let (stats, g) = step::train_step(net_ref, opt, batch, t.grads, (epoch, b + 1))?;
                     t.grads = g;
                     t.total.add(stats);
@@ -368,6 +384,7 @@ impl<N: Network> Model<N> {
             early_stopping: stopping,
             weight_decay: opt.weight_decay(),
             lr_schedule: options.lr_schedule.map(|s| format!("{s:?}")),
+            augment: options.augment.any().then(|| format!("{:?}", options.augment)),
             params: Default::default(),
             epochs_run: 0,
             loss: None,

@@ -62,6 +62,7 @@ use dfdx::prelude::*;
 use crate::error::Result;
 use crate::model::{self, Dev, Layer, Network, Summary};
 
+pub use fashion_kernels::augment::Augment;
 pub use history::{EpochLog, History};
 pub use optimizer::{Adam, AdamW, Optimizer, Sgd};
 pub use options::{FitOptions, RunLog};

@@ -35,6 +35,10 @@ pub struct FitOptions<'a> {
     /// Change the learning rate while training (Keras' schedules and `ReduceLROnPlateau`): see
     /// [`Schedule`](super::Schedule). Each epoch's rate goes to the history, the run log and TensorBoard.
     pub lr_schedule: Option<super::Schedule>,
+    /// Randomly flip, move and erase the training images of every batch (off by default; never on
+    /// validation or test images). Each image draws from the model's seed, the epoch and its place in
+    /// the batch: the same seed gives the same run on any number of threads.
+    pub augment: super::Augment,
     /// Write the run to a folder that outlives the kernel: parameters, history, TensorBoard events and
     /// (if asked) the weights. See [`RunLog`].
     pub run: Option<RunLog>,
@@ -50,6 +54,7 @@ impl Default for FitOptions<'_> {
             shuffle: true,
             early_stopping: None,
             lr_schedule: None,
+            augment: super::Augment::default(),
             run: None,
         }
     }

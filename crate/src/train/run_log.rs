@@ -44,6 +44,9 @@ pub struct RunRecord {
     /// The learning-rate schedule, when there was one.
     #[serde(default)]
     pub lr_schedule: Option<String>,
+    /// The augmentation of the training images, when on.
+    #[serde(default)]
+    pub augment: Option<String>,
     /// What the run recorded itself ([`RunLog::param`]).
     #[serde(default)]
     pub params: BTreeMap<String, String>,

@@ -161,7 +161,20 @@ fn loss_and_backward(
 
 impl Batch {
     /// Gathers the images and labels at `idx` from `xs` (row-major pixels) and `ys`.
+    #[cfg(test)]
     pub fn gather(dev: &Dev, xs: &[f32], ys: &[u8], idx: &[usize]) -> Result<Batch> {
+        Batch::gather_augmented(dev, xs, ys, idx, None)
+    }
+
+    /// Gathers the images and labels at `idx` from `xs` (row-major pixels) and `ys`, then augments the
+    /// images with `(augment, seed)` when given.
+    pub fn gather_augmented(
+        dev: &Dev,
+        xs: &[f32],
+        ys: &[u8],
+        idx: &[usize],
+        augment: Option<(fashion_kernels::augment::Augment, u64)>,
+    ) -> Result<Batch> {
         let n = idx.len();
         let mut pixels = Vec::with_capacity(n * PIXELS);
         let mut onehot = vec![0f32; n * NUM_CLASSES];
@@ -170,6 +183,9 @@ impl Batch {
             pixels.extend_from_slice(&xs[i * PIXELS..(i + 1) * PIXELS]);
             onehot[row * NUM_CLASSES + ys[i] as usize] = 1.0;
             labels.push(ys[i]);
+        }
+        if let Some((a, seed)) = augment {
+            fashion_kernels::augment::augment(&mut pixels, (28, 28), &a, seed);
         }
         Ok(Batch {
             images: images(dev, pixels)?,

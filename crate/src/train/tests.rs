@@ -497,3 +497,30 @@ fn schedules_set_the_rate_of_each_epoch_and_are_logged() {
     let e = a.fit(&x, &y, FitOptions { lr_schedule: Some(plateau), ..opts(1, 32) }).unwrap_err();
     assert!(e.to_string().contains("validation_split"), "{e}");
 }
+
+/// Augmentation changes what the model trains on but not what it is scored on, a seed fixes it (two
+/// fits, and a fit on one thread, give the same weights), and bad settings are refused.
+#[test]
+fn augmentation_is_seeded_and_training_only() {
+    let (x, y) = toy(96, 22);
+    let aug = Augment { flip: true, shift: 2, erase: 0.3 };
+    let fit = |augment: Augment| {
+        let mut m = quiet::<MlpArch>(9);
+        let h = m.fit(&x, &y, FitOptions { augment, ..opts(2, 32) }).unwrap();
+        (h, m.network().1.weight.as_vec())
+    };
+    let (plain, w0) = fit(Augment::default());
+    let (a1, w1) = fit(aug);
+    let (a2, w2) = fit(aug);
+    assert_ne!(plain.epochs[1].loss, a1.epochs[1].loss);
+    assert_ne!(w0, w1);
+    let losses = |h: &History| h.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&a1), losses(&a2), "same seed, same run");
+    assert!(w1 == w2, "same seed, same weights");
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let (_, w3) = one.install(|| fit(aug));
+    assert!(w1 == w3, "the same weights on one thread");
+    let mut m = quiet::<MlpArch>(9);
+    let e = m.fit(&x, &y, FitOptions { augment: Augment { erase: 1.5, ..aug }, ..opts(1, 32) }).unwrap_err();
+    assert!(e.to_string().contains("erase"), "{e}");
+}
