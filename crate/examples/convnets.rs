@@ -38,6 +38,16 @@ type ResNet = (
     (Flatten<3136>, Linear<3136, 128>, BatchNorm<128>, ReLU, Dropout<30>, Linear<128, 10>),
 );
 
+/// The same without dropout in the head.
+type ResNetNd = (
+    AddChannel,
+    (ConvReluPool<1, 32, 3, 1, 2>, BatchNorm<32>),
+    (Block<32>, ReLU),
+    (ConvReluPool<32, 64, 3, 1, 2>, BatchNorm<64>),
+    (Block<64>, ReLU),
+    (Flatten<3136>, Linear<3136, 128>, BatchNorm<128>, ReLU, Linear<128, 10>),
+);
+
 type Down<const I: usize, const O: usize> = ResidualProjection<
     (Conv2d<I, O, 3, 1, 2>, BatchNorm<O>, ReLU, Conv2d<O, O, 3, 1>, BatchNorm<O>),
     (Conv2d<I, O, 1, 0, 2>, BatchNorm<O>),
@@ -98,6 +108,7 @@ fn main() {
             "lenet" => train::<LeNet>(&args, &data),
             "lenet-bn" => train::<LeNetBn>(&args, &data),
             "resnet-gap" => train::<ResNetGap>(&args, &data),
+            "resnet-nd" => train::<ResNetNd>(&args, &data),
             _ => train::<ResNet>(&args, &data),
         }
     };

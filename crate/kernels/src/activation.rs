@@ -117,7 +117,7 @@ pub fn erf(x: f32) -> f32 {
 /// Values per piece handed to a core: below two pieces the work stays on the calling thread.
 const PIECE: usize = 1 << 15;
 
-fn pieces<'a>(x: &'a mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub(crate) fn pieces(x: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if x.len() < 2 * PIECE {
         f(0, x);
     } else {

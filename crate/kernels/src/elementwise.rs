@@ -1,29 +1,73 @@
 //! Element-wise kernels: ReLU and dropout.
 
+use super::activation::pieces;
 use super::simd;
 
-/// `x = max(x, 0)` in place.
+/// `x = max(x, 0)` in place (large tensors in pieces over the cores).
 pub fn relu(x: &mut [f32]) {
-    simd(
-        #[inline(always)]
-        || {
-            for v in x.iter_mut() {
-                *v = v.max(0.0);
-            }
-        },
-    )
+    pieces(x, |_, x| {
+        simd(
+            #[inline(always)]
+            || {
+                for v in x.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            },
+        )
+    })
 }
 
 /// `grad_in += grad_out` where the ReLU's output `y` is positive.
 pub fn relu_backward(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
-    simd(
-        #[inline(always)]
-        || {
-            for ((gi, &go), &y) in grad_in.iter_mut().zip(grad_out).zip(y) {
-                *gi += if y > 0.0 { go } else { 0.0 };
-            }
-        },
-    )
+    pieces(grad_in, |at, gi| {
+        let (go, y) = (&grad_out[at..][..gi.len()], &y[at..][..gi.len()]);
+        simd(
+            #[inline(always)]
+            || {
+                for ((gi, &go), &y) in gi.iter_mut().zip(go).zip(y) {
+                    *gi += if y > 0.0 { go } else { 0.0 };
+                }
+            },
+        )
+    })
+}
+
+/// `x = max(x, 0)` in place, and `mask[i] = 1` where `x[i]` was positive (else 0).
+pub fn relu_with_mask(x: &mut [f32], mask: &mut [u8]) {
+    use rayon::prelude::*;
+    let one = |x: &mut [f32], m: &mut [u8]| {
+        simd(
+            #[inline(always)]
+            || {
+                for (v, m) in x.iter_mut().zip(m.iter_mut()) {
+                    let positive = *v > 0.0;
+                    *m = positive as u8;
+                    *v = if positive { *v } else { 0.0 };
+                }
+            },
+        )
+    };
+    const PIECE: usize = 1 << 15;
+    if x.len() < 2 * PIECE {
+        one(x, mask);
+    } else {
+        x.par_chunks_mut(PIECE).zip(mask.par_chunks_mut(PIECE)).for_each(|(x, m)| one(x, m));
+    }
+}
+
+/// `grad_in += grad_out` where `mask` (from [`relu_with_mask`]) says the input was positive.
+pub fn relu_backward_mask(mask: &[u8], grad_out: &[f32], grad_in: &mut [f32]) {
+    pieces(grad_in, |at, gi| {
+        let (go, m) = (&grad_out[at..][..gi.len()], &mask[at..][..gi.len()]);
+        simd(
+            #[inline(always)]
+            || {
+                for ((gi, &go), &m) in gi.iter_mut().zip(go).zip(m) {
+                    *gi += if m != 0 { go } else { 0.0 };
+                }
+            },
+        )
+    })
 }
 
 /// Inverted-dropout factors for `n` values: `0` with probability `p`, else `1 / (1 - p)`, drawn from

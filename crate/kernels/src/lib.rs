@@ -115,6 +115,21 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Tells glibc's allocator to keep freed buffers of up to 256 MB in the heap instead of returning them
+/// to the kernel. Every layer's output and gradient is a fresh `Vec` of a few megabytes (dfdx tensors
+/// own their data); by default glibc serves those with `mmap` and unmaps them when freed, so each is
+/// zeroed again a page at a time on first touch. Measured on this crate's 2-core VM, forward + backward
+/// of ReLU over 64 × 28 × 28 × 32 values took 29 ms that way and 7 ms with the heap reused. Process-wide
+/// and idempotent (`Model::new` calls it); a no-op outside Linux with glibc.
+pub fn keep_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes two thresholds of the allocator; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// A buffer of `f32` borrowed from a process-wide pool and returned to it when dropped. The kernels
 /// need several megabytes of scratch per batch; fresh allocations that large come straight from the
 /// kernel, zeroed a page at a time on first touch, which cost a fifth of a CNN epoch.

@@ -135,19 +135,25 @@ pub(crate) fn conv(
     Ok((out, backward))
 }
 
-/// `max(x, 0)`.
+/// `max(x, 0)`. Training keeps one byte per value (positive or not) for backward, a quarter of a copy
+/// of the output.
 pub(crate) fn relu(x: Flat, train: bool) -> Result<(Flat, Option<Backward>), CpuError> {
     let mut y = host(&x);
-    elementwise::relu(&mut y);
     let n = y.len();
-    // Backward needs the output; without a tape the values move into the tensor uncopied.
-    let values = if train { y.clone() } else { std::mem::take(&mut y) };
-    let out = x.device().try_tensor_from_vec(values, (n,))?;
-    let backward = train.then(|| {
+    let mask = if train {
+        let mut mask = vec![0u8; n];
+        elementwise::relu_with_mask(&mut y, &mut mask);
+        Some(mask)
+    } else {
+        elementwise::relu(&mut y);
+        None
+    };
+    let out = x.device().try_tensor_from_vec(y, (n,))?;
+    let backward = mask.map(|mask| {
         let out = out.clone();
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
             let g = take(grads, &out)?;
-            elementwise::relu_backward(&y, &g, grads.get_or_alloc_mut(&x)?);
+            elementwise::relu_backward_mask(&mask, &g, grads.get_or_alloc_mut(&x)?);
             put(grads, &out, g)
         }) as Backward
     });
@@ -218,9 +224,13 @@ pub(crate) enum Pooling {
 pub(crate) fn pool(x: Flat, g: PoolGeom, kind: Pooling, train: bool) -> Result<(Flat, Option<Backward>), CpuError> {
     let xs = host(&x);
     let (y, arg) = match kind {
-        Pooling::Max => pool2d::max_pool_forward(&g, &xs),
-        Pooling::Average => (pool2d::avg_pool_forward(&g, &xs), Vec::new()),
+        Pooling::Max => {
+            let (y, arg) = pool2d::max_pool_forward(&g, &xs);
+            (y, Some(arg))
+        }
+        Pooling::Average => (pool2d::avg_pool_forward(&g, &xs), None),
     };
+    drop(xs);
     let n = y.len();
     let out = x.device().try_tensor_from_vec(y, (n,))?;
     let backward = train.then(|| {
@@ -228,9 +238,9 @@ pub(crate) fn pool(x: Flat, g: PoolGeom, kind: Pooling, train: bool) -> Result<(
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
             let go = take(grads, &out)?;
             let gx = grads.get_or_alloc_mut(&x)?;
-            match kind {
-                Pooling::Max => pool2d::max_pool_backward(&g, &arg, &go, gx),
-                Pooling::Average => pool2d::avg_pool_backward(&g, &go, gx),
+            match &arg {
+                Some(arg) => pool2d::max_pool_backward(&g, arg, &go, gx),
+                None => pool2d::avg_pool_backward(&g, &go, gx),
             }
             put(grads, &out, go)
         }) as Backward

@@ -122,6 +122,7 @@ impl<N: Network> Model<N> {
         let dev = Dev::seed_from_u64(seed);
         #[cfg(not(feature = "cuda"))]
         dfdx::flush_denormals_to_zero();
+        fashion_kernels::keep_large_buffers();
         #[allow(unused_mut)]
         let mut net = dev.try_build_module::<N, f32>().map_err(dev_err)?;
         #[cfg(feature = "cuda")]

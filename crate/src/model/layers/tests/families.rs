@@ -282,3 +282,89 @@ fn dropout_by_rate() {
     assert!(y.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6));
     assert_eq!(Dropout::<20>.forward(x.clone()).as_vec(), x.as_vec());
 }
+
+/// A profiling aid, not a check: forward + backward of `(Conv2d, ReLU, MaxPool2d)` against
+/// `ConvReluPool` for a batch, per layer:
+/// `cargo test --release -p fashion --lib keras_way_timings -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn keras_way_timings() {
+    use std::time::Instant;
+    fn time(name: &str, reps: usize, mut f: impl FnMut()) {
+        f();
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        eprintln!("{name:<44} {:>9.1} µs", t.elapsed().as_secs_f64() * 1e6 / reps as f64);
+    }
+    fn case<const IN: usize, const OUT: usize>(b: usize, hw: usize) {
+        let dev = Dev::seed_from_u64(1);
+        let fused = dev.build_module::<builders::ConvReluPool<IN, OUT, 3, 1, 2>, f32>();
+        let conv = dev.build_module::<builders::Conv2d<IN, OUT, 3, 1>, f32>();
+        let x: Tensor<(usize, usize, usize, Const<IN>), f32, Dev> = dev.sample_normal_like(&(b, hw, hw, Const));
+        eprintln!("batch {b}, {hw}×{hw}×{IN} → {OUT}");
+        time("fused forward+backward", 20, || {
+            let _ = fused.forward(x.leaky_trace()).sum::<Rank0, _>().backward();
+        });
+        time("conv forward+backward", 20, || {
+            let _ = conv.forward(x.leaky_trace()).sum::<Rank0, _>().backward();
+        });
+        let c = conv.forward(x.clone());
+        time("relu forward+backward", 20, || {
+            let _ = ReLU.forward(c.leaky_trace()).sum::<Rank0, _>().backward();
+        });
+        time("pool forward+backward", 20, || {
+            let _ = MaxPool2d::<2>.forward(c.leaky_trace()).sum::<Rank0, _>().backward();
+        });
+        time("sum alone (the timing's own cost)", 20, || {
+            let _ = c.leaky_trace().sum::<Rank0, _>().backward();
+        });
+        time("three layers forward+backward", 20, || {
+            let _ = MaxPool2d::<2>.forward(ReLU.forward(conv.forward(x.leaky_trace()))).sum::<Rank0, _>().backward();
+        });
+    }
+    for tuned in [false, true] {
+        if tuned {
+            eprintln!("--- glibc keeping large buffers (M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 1 GB)");
+            fashion_kernels::keep_large_buffers();
+        }
+        case::<1, 16>(32, 28);
+        case::<1, 32>(64, 28);
+        case::<32, 64>(64, 14);
+    }
+}
+
+/// A profiling aid, not a check: seconds per epoch of 6,000 images for the Keras-way networks against
+/// their fused forms: `cargo test --release -p fashion --lib keras_way_epochs -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn keras_way_epochs() {
+    use crate::model::{CnnArch, Network};
+    use crate::train::{Adam, FitOptions, Model, Verbosity};
+    type KerasWay =
+        (AddChannel, builders::Conv2d<1, 16, 3, 1>, ReLU, MaxPool2d<2>, Flatten<3136>, builders::Linear<3136, 10>);
+    type Fused = (AddChannel, builders::ConvReluPool<1, 16, 3, 1, 2>, Flatten<3136>, builders::Linear<3136, 10>);
+    type KerasCnn = (
+        AddChannel,
+        (builders::Conv2d<1, 32, 3, 1>, ReLU, MaxPool2d<2>),
+        (builders::Conv2d<32, 64, 3, 1>, ReLU, MaxPool2d<2>),
+        Flatten<3136>,
+        (builders::Linear<3136, 128>, ReLU, DropoutOneIn<2>),
+        builders::Linear<128, 10>,
+    );
+    let n = 6000;
+    let x = ndarray::Array3::from_shape_fn((n, 28, 28), |(i, r, c)| ((i * 7 + r * 3 + c) % 11) as f32 / 10.0);
+    let y = ndarray::Array1::from_iter((0..n).map(|i| (i % 10) as u8));
+    fn secs<N: Network>(x: &ndarray::Array3<f32>, y: &ndarray::Array1<u8>, batch: usize) -> Vec<f64> {
+        let mut m: Model<N> = Model::new(1).unwrap();
+        m.verbosity = Verbosity::Silent;
+        m.compile(Adam::default());
+        let h = m.fit(x, y, FitOptions { epochs: 3, batch_size: batch, ..Default::default() }).unwrap();
+        h.epochs.iter().map(|e| (e.seconds * 1000.0).round() / 1000.0).collect()
+    }
+    for _ in 0..2 {
+        eprintln!("keras-way 16 {:?}  fused {:?}", secs::<KerasWay>(&x, &y, 32), secs::<Fused>(&x, &y, 32));
+        eprintln!("keras cnn    {:?}  fused {:?}", secs::<KerasCnn>(&x, &y, 64), secs::<CnnArch>(&x, &y, 64));
+    }
+}
