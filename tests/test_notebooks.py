@@ -50,6 +50,8 @@ FLOORS = {
     "03-linear-vs-deep": 0.82,
     "04-convolutional": 0.85,
     "05-epochs-experiment": 0.85,
+    "06-overfit-and-underfit": 0.75,
+    "07-modern-convnets": 0.93,
 }
 
 
@@ -208,7 +210,9 @@ def test_two_notebooks_at_once():
     assert not any(problems.values()), "\n\n".join(f"{k}:\n" + "\n".join(v) for k, v in problems.items() if v)
 
 
-@pytest.mark.parametrize("stem", ["03-linear-vs-deep", "04-convolutional", "05-epochs-experiment"])
+@pytest.mark.parametrize(
+    "stem", ["03-linear-vs-deep", "04-convolutional", "05-epochs-experiment", "06-overfit-and-underfit", "07-modern-convnets"]
+)
 def test_notebook_executes_and_shows_its_results(stem, monkeypatch):
     path = ROOT / "notebooks" / f"{stem}.ipynb"
     if stem == "05-epochs-experiment":

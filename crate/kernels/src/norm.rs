@@ -66,23 +66,32 @@ pub struct BatchStats {
 /// Training: normalizes `x` `(rows, C)` with the batch's own mean and variance, then scales by
 /// `gamma` and shifts by `beta`: `y = γ·(x - μ)/√(σ² + ε) + β`.
 pub fn batch_norm_train(c: usize, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, BatchStats) {
-    let rows = if c == 0 { 0 } else { x.len() / c };
+    let rows = x.len().checked_div(c).unwrap_or(0);
     let (s, p) = channel_sums(c, x, None);
     let n = rows.max(1) as f64;
     let mean: Vec<f64> = s.iter().map(|s| s / n).collect();
     let var: Vec<f64> = p.iter().zip(&mean).map(|(p, m)| (p / n - m * m).max(0.0)).collect();
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
     let shift: Vec<f32> = mean.iter().zip(&inv_std).map(|(m, i)| (-m * *i as f64) as f32).collect();
-    let x_hat = affine(c, x, &inv_std, &shift);
-    let zero = vec![0f32; c];
-    let mut y = affine(c, &x_hat, gamma, &zero);
-    if beta.iter().any(|&b| b != 0.0) {
-        y.par_chunks_mut(BLOCK * c).for_each(|y| {
-            for row in y.chunks_exact_mut(c) {
-                row.iter_mut().zip(beta).for_each(|(v, b)| *v += b);
-            }
-        });
-    }
+    // x̂ and y in one pass over the rows.
+    let mut x_hat = vec![0f32; x.len()];
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(BLOCK * c).zip(x_hat.par_chunks_mut(BLOCK * c)).zip(x.par_chunks(BLOCK * c)).for_each(
+        |((y, xh), x)| {
+            simd(
+                #[inline(always)]
+                || {
+                    for ((yr, hr), xr) in y.chunks_exact_mut(c).zip(xh.chunks_exact_mut(c)).zip(x.chunks_exact(c)) {
+                        for ch in 0..c {
+                            let h = xr[ch] * inv_std[ch] + shift[ch];
+                            hr[ch] = h;
+                            yr[ch] = h * gamma[ch] + beta[ch];
+                        }
+                    }
+                },
+            )
+        },
+    );
     let stats = BatchStats {
         x_hat,
         inv_std,
@@ -115,7 +124,7 @@ pub fn batch_norm_backward(
     (grad_gamma, grad_beta): (&mut [f32], &mut [f32]),
     grad_x: Option<&mut [f32]>,
 ) {
-    let rows = if c == 0 { 0 } else { grad_out.len() / c };
+    let rows = grad_out.len().checked_div(c).unwrap_or(0);
     let (sum_dy, sum_dy_xhat) = channel_sums(c, grad_out, Some(&stats.x_hat));
     for ch in 0..c {
         grad_beta[ch] += sum_dy[ch] as f32;

@@ -69,6 +69,26 @@ pub fn sgd(lr: f64, momentum: f64, p: &mut [f32], g: &mut [f32], velocity: Optio
     )
 }
 
+/// `g += wd · p` (an L2 penalty's gradient), nothing when `wd` is 0.
+pub fn add_scaled(g: &mut [f32], p: &[f32], wd: f32) {
+    if wd != 0.0 {
+        super::simd(
+            #[inline(always)]
+            || g.iter_mut().zip(p).for_each(|(g, &p)| *g += wd * p),
+        )
+    }
+}
+
+/// `p *= factor` (decoupled weight decay), nothing when `factor` is 1.
+pub fn scale(p: &mut [f32], factor: f32) {
+    if factor != 1.0 {
+        super::simd(
+            #[inline(always)]
+            || p.iter_mut().for_each(|p| *p *= factor),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,25 +130,5 @@ mod tests {
         assert_eq!(u, vec![1.9]);
         assert!((p[0] + 0.19).abs() < 1e-7);
         assert_eq!(g, vec![0.0]);
-    }
-}
-
-/// `g += wd · p` (an L2 penalty's gradient), nothing when `wd` is 0.
-pub fn add_scaled(g: &mut [f32], p: &[f32], wd: f32) {
-    if wd != 0.0 {
-        super::simd(
-            #[inline(always)]
-            || g.iter_mut().zip(p).for_each(|(g, &p)| *g += wd * p),
-        )
-    }
-}
-
-/// `p *= factor` (decoupled weight decay), nothing when `factor` is 1.
-pub fn scale(p: &mut [f32], factor: f32) {
-    if factor != 1.0 {
-        super::simd(
-            #[inline(always)]
-            || p.iter_mut().for_each(|p| *p *= factor),
-        )
     }
 }

@@ -44,7 +44,7 @@ pub enum Argmax {
 /// first one of its window), which backward sends the gradient to.
 pub fn max_pool_forward(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Argmax) {
     let (il, ol) = (g.in_len(), g.out_len());
-    let n = if il == 0 { 0 } else { x.len() / il };
+    let n = x.len().checked_div(il).unwrap_or(0);
     let mut y = vec![0f32; n * ol];
     if g.s == g.k && g.k * g.k <= 255 {
         let mut arg = vec![0u8; n * ol];
@@ -157,7 +157,7 @@ pub fn max_pool_backward(g: &PoolGeom, arg: &Argmax, grad_out: &[f32], grad_x: &
 /// Average-pooling of `x` `(B, H, W, C)` into `(B, H', W', C)`.
 pub fn avg_pool_forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
     let (il, ol) = (g.in_len(), g.out_len());
-    let n = if il == 0 { 0 } else { x.len() / il };
+    let n = x.len().checked_div(il).unwrap_or(0);
     let mut y = vec![0f32; n * ol];
     if ol == 0 {
         return y;
@@ -216,7 +216,7 @@ pub fn avg_pool_backward(g: &PoolGeom, grad_out: &[f32], grad_x: &mut [f32]) {
 
 /// Global average pooling: `(B, P, C)` (P pixels per image) → `(B, C)`, the mean of each channel.
 pub fn global_avg_forward(pixels: usize, c: usize, x: &[f32]) -> Vec<f32> {
-    let n = if pixels * c == 0 { 0 } else { x.len() / (pixels * c) };
+    let n = x.len().checked_div(pixels * c).unwrap_or(0);
     let mut y = vec![0f32; n * c];
     if c == 0 || pixels == 0 {
         return y;

@@ -268,6 +268,9 @@ pub(crate) fn global_avg_pool(
     Ok((out, backward))
 }
 
+/// A batch's per-channel mean and (biased) variance.
+pub(crate) type Moments = (Vec<f32>, Vec<f32>);
+
 /// Batch normalization of `(rows, c)` values while training, with the batch's statistics: the output,
 /// the batch's mean and variance (for the running statistics), and the backward step.
 pub(crate) fn batch_norm_train(
@@ -276,7 +279,7 @@ pub(crate) fn batch_norm_train(
     (gamma, beta): (Flat, Flat),
     eps: f32,
     input_grad: bool,
-) -> Result<(Flat, (Vec<f32>, Vec<f32>), Backward), CpuError> {
+) -> Result<(Flat, Moments, Backward), CpuError> {
     let gamma_host = host(&gamma);
     let (y, stats) = norm::batch_norm_train(c, &host(&x), &gamma_host, &host(&beta), eps);
     let n = y.len();

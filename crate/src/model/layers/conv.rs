@@ -106,6 +106,7 @@ pub(crate) fn im2col_indices(b: usize, (h, w): (usize, usize), k: usize, p: usiz
 /// The convolution from dfdx operations — gather the patches, one matrix product, add the bias — for
 /// any device: the `cuda` feature's `Conv2d`, and the reference the CPU kernels are tested against.
 /// `(B, H, W, IN)` → `(B, H', W', OUT)`; inputs smaller than the kernel give an empty output.
+#[allow(clippy::type_complexity)] // dfdx shapes, spelled out
 pub(crate) fn reference_conv2d<const IN: usize, const OUT: usize, B: Dim, H: Dim, W: Dim, E, D, T>(
     x: Tensor<(B, H, W, Const<IN>), E, D, T>,
     (weight, bias): (&Tensor<(usize, Const<OUT>), E, D>, &Tensor<Rank1<OUT>, E, D>),
@@ -140,6 +141,7 @@ impl<const IN: usize, const OUT: usize, const K: usize, const P: usize, const S:
     Conv2d<IN, OUT, K, P, S, E, D>
 {
     /// [`reference_conv2d`] with this layer's weights.
+    #[allow(clippy::type_complexity)] // dfdx shapes, spelled out
     pub(crate) fn reference_forward<B: Dim, H: Dim, W: Dim, T: Tape<E, D>>(
         &self,
         x: Tensor<(B, H, W, Const<IN>), E, D, T>,

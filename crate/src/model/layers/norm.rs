@@ -107,6 +107,7 @@ impl<const C: usize, S: Shape> ModuleMut<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>
 
 /// The `(rows, C)` view of `x`, for the `cuda` feature's dfdx operations.
 #[cfg(feature = "cuda")]
+#[allow(clippy::type_complexity)] // dfdx shapes, spelled out
 fn rows<S: Shape, const C: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Result<Tensor<(usize, Const<C>), E, D, T>, D::Err> {

@@ -33,6 +33,7 @@ impl NonMutableModule for GlobalAvgPool {}
 
 #[cfg(any(test, feature = "cuda"))]
 /// The pooling windows of `x` as dfdx operations: `(B·H'·W', K·K, C)`, then the output shape.
+#[allow(clippy::type_complexity)] // dfdx shapes, spelled out
 fn windows<B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, H, W, C), E, D, T>,
     k: usize,
@@ -50,6 +51,7 @@ fn windows<B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>
 
 #[cfg(any(test, feature = "cuda"))]
 /// Max- or average-pooling from dfdx operations, for any device.
+#[allow(clippy::type_complexity)] // dfdx shapes, spelled out
 pub(crate) fn reference_pool<B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, H, W, C), E, D, T>,
     (k, s): (usize, usize),
@@ -134,6 +136,7 @@ impl<B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>> Modu
 
 #[cfg(any(test, feature = "cuda"))]
 /// Global average pooling from dfdx operations, for any device.
+#[allow(clippy::type_complexity)] // dfdx shapes, spelled out
 pub(crate) fn reference_global_avg<B: Dim, H: Dim, W: Dim, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, H, W, C), E, D, T>,
 ) -> Result<Tensor<(B, C), E, D, T>, D::Err> {

@@ -2,6 +2,8 @@
 //! normalization, residual blocks, dropout by rate — against references: dfdx's own operations or
 //! naive loops for the outputs, central differences for the gradients.
 
+#![allow(clippy::type_complexity)] // dfdx shapes, spelled out
+
 use super::super::pool::{reference_global_avg, reference_pool};
 use super::*;
 
