@@ -414,6 +414,10 @@ mod tests {
         assert_eq!(s.layers.last().unwrap().output, [10]);
         let gap = s.layers.iter().find(|l| l.kind == "GlobalAveragePooling2D").unwrap();
         assert_eq!(gap.output, [32]);
+        let text = s.to_string();
+        let columns: Vec<usize> =
+            text.lines().filter_map(|l| l.find("(None").map(|i| l[..i].chars().count())).collect();
+        assert!(columns.len() > 20 && columns.iter().all(|&c| c == columns[0]), "shapes in one column:\n{text}");
         // A block that changes the shape without a projection is refused, naming the fix.
         type Wrong = (AddChannel, Conv2d<1, 8, 3, 1>, Residual<Conv2d<8, 8, 3>>, Flatten<5408>, Linear<5408, 10>);
         let e = summarize::<Wrong>(&Dev::default().build_module::<Wrong, f32>(), "x").unwrap_err().to_string();

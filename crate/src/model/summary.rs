@@ -340,22 +340,26 @@ pub struct Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let line = "─".repeat(66);
+        // Keras' 34 columns for "name (type)", wider when a row needs it (`batch_normalization_1
+        // (BatchNormalization)`), so the shapes stay in one column.
+        let first = self.layers.iter().map(|l| l.name.chars().count() + l.kind.len() + 4).max().unwrap_or(0).max(34);
+        let width = first + 32;
+        let line = "─".repeat(width);
         writeln!(f, "Model: \"{}\"", self.name)?;
         writeln!(f, "Type: {}", self.type_name)?;
         writeln!(f, "{line}")?;
-        writeln!(f, "{:<34}{:<22}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
-        writeln!(f, "{}", "═".repeat(66))?;
+        writeln!(f, "{:<first$}{:<22}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
+        writeln!(f, "{}", "═".repeat(width))?;
         for l in &self.layers {
             writeln!(
                 f,
-                "{:<34}{:<22}{:>10}",
+                "{:<first$}{:<22}{:>10}",
                 format!("{} ({})", l.name, l.kind),
                 l.output_shape(),
                 group_thousands(l.params)
             )?;
         }
-        writeln!(f, "{}", "═".repeat(66))?;
+        writeln!(f, "{}", "═".repeat(width))?;
         writeln!(f, "Total params: {}", group_thousands(self.total_params + self.non_trainable_params))?;
         writeln!(f, "Trainable params: {}", group_thousands(self.total_params))?;
         write!(f, "Non-trainable params: {}", group_thousands(self.non_trainable_params))
