@@ -17,21 +17,6 @@ pub fn relu(x: &mut [f32]) {
     })
 }
 
-/// `grad_in += grad_out` where the ReLU's output `y` is positive.
-pub fn relu_backward(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
-    pieces(grad_in, |at, gi| {
-        let (go, y) = (&grad_out[at..][..gi.len()], &y[at..][..gi.len()]);
-        simd(
-            #[inline(always)]
-            || {
-                for ((gi, &go), &y) in gi.iter_mut().zip(go).zip(y) {
-                    *gi += if y > 0.0 { go } else { 0.0 };
-                }
-            },
-        )
-    })
-}
-
 /// `x = max(x, 0)` in place, and `mask[i] = 1` where `x[i]` was positive (else 0).
 pub fn relu_with_mask(x: &mut [f32], mask: &mut [u8]) {
     use rayon::prelude::*;
@@ -127,8 +112,11 @@ mod tests {
         let mut x = vec![-1.0, 0.0, 2.0];
         relu(&mut x);
         assert_eq!(x, vec![0.0, 0.0, 2.0]);
+        let (mut y, mut mask) = (vec![-1.0, 0.0, 2.0], vec![0u8; 3]);
+        relu_with_mask(&mut y, &mut mask);
+        assert_eq!(y, x);
         let mut g = vec![1.0; 3];
-        relu_backward(&x, &[5.0, 6.0, 7.0], &mut g);
+        relu_backward_mask(&mask, &[5.0, 6.0, 7.0], &mut g);
         assert_eq!(g, vec![1.0, 1.0, 8.0]);
     }
 }
