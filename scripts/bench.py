@@ -23,13 +23,13 @@ ANCHORS = {  # name: (python of its venv, script, column title)
     "keras": (ROOT / "target" / "keras-venv" / "bin" / "python", ROOT / "scripts" / "bench_keras.py", "Keras"),
     "torch": (ROOT / "target" / "torch-venv" / "bin" / "python", ROOT / "scripts" / "bench_torch.py", "PyTorch"),
 }
-BATCH = {"linear": 32, "mlp": 32, "cnn": 64}
+BATCH = {"linear": 32, "mlp": 32, "cnn": 64, "resnet": 128}
 # Targets, ours / anchor in the same run (None: shown, no target).
 TARGETS = {
-    "keras": {"epoch_seconds": {"linear": 0.25, "mlp": 0.15, "cnn": 0.65},
+    "keras": {"epoch_seconds": {"linear": 0.25, "mlp": 0.15, "cnn": 0.65, "resnet": 0.5},
               "predict_seconds": {"linear": 0.2, "mlp": 0.2, "cnn": 0.25},
               "peak_rss_mb": {"linear": 0.5, "mlp": 0.5, "cnn": 0.5}},
-    "torch": {"epoch_seconds": {"cnn": 0.5}},
+    "torch": {"epoch_seconds": {"cnn": 0.5, "resnet": 0.5}},
 }
 PEAK_SHARE = {"mlp": 0.40}  # training at least this share of the machine's measured peak
 
@@ -38,6 +38,9 @@ def flops_per_image(model):
     """Multiply-adds × 2 of one forward pass, as a direct convolution / dense product computes them."""
     conv1 = 28 * 28 * 32 * 9 * 1 * 2
     conv2 = 14 * 14 * 64 * 9 * 32 * 2
+    if model == "resnet":  # stem, two 32-convolutions at 14×14, widening, two 64-convolutions at 7×7, head
+        rest = 2 * (14 * 14 * 32 * 9 * 32 * 2) + conv2 + 2 * (7 * 7 * 64 * 9 * 64 * 2) + (3136 * 128 + 128 * 10) * 2
+        return conv1 + rest, 2 * conv1 + 3 * rest
     dense = {"linear": 784 * 10 * 2, "mlp": (784 * 128 + 128 * 10) * 2, "cnn": (3136 * 128 + 128 * 10) * 2}[model]
     if model != "cnn":
         return dense, 3 * dense - 2 * 784 * (10 if model == "linear" else 128)  # no gradient for the images
@@ -77,7 +80,7 @@ def main():
     p.add_argument("--keras", action="store_true")
     p.add_argument("--torch", action="store_true")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--models", default="linear,mlp,cnn")
+    p.add_argument("--models", default="linear,mlp,cnn,resnet")
     p.add_argument("--json-out", type=Path, help="also write all measurements to this file")
     p.add_argument("--from-json", type=Path, help="print the table of a run saved with --json-out")
     args = p.parse_args()

@@ -23,8 +23,30 @@ from torch import nn
 from bench_common import arguments, peak_rss_mb, read_idx
 
 
+class Residual(nn.Module):
+    """`x + F(x)`, as fashion's `Residual<F>`."""
+
+    def __init__(self, f: nn.Module):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return x + self.f(x)
+
+
+def block(c: int) -> nn.Module:
+    """Notebook 7's residual block: two 3×3 convolutions, each with batch norm, the first with ReLU."""
+    return Residual(nn.Sequential(
+        nn.Conv2d(c, c, 3, padding=1), bn2d(c), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), bn2d(c),
+    ))
+
+
+def bn2d(c: int) -> nn.Module:
+    return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)  # Keras' (and ours) ε and momentum 0.99
+
+
 def build(name: str) -> nn.Sequential:
-    """The same layers as fashion::model::{LinearArch, MlpArch, CnnArch}."""
+    """The same layers as fashion::model::{LinearArch, MlpArch, CnnArch}, and notebook 7's ResNet."""
     if name == "linear":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     if name == "mlp":
@@ -35,7 +57,16 @@ def build(name: str) -> nn.Sequential:
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
         )
-    raise SystemExit(f"unknown model {name!r}: use linear, mlp or cnn")
+    if name == "resnet":
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), bn2d(32),
+            block(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), bn2d(64),
+            block(64), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.BatchNorm1d(128, eps=1e-3, momentum=0.01), nn.ReLU(),
+            nn.Linear(128, 10),
+        )
+    raise SystemExit(f"unknown model {name!r}: use linear, mlp, cnn or resnet")
 
 
 def main():
@@ -49,11 +80,14 @@ def main():
     x_train, x_test = images("train-images-idx3-ubyte"), images("t10k-images-idx3-ubyte")
     y_train = torch.from_numpy(read_idx(args.data / "train-labels-idx1-ubyte").astype(np.int64))
     y_test = torch.from_numpy(read_idx(args.data / "t10k-labels-idx1-ubyte").astype(np.int64))
-    if args.model == "cnn":
+    if args.model in ("cnn", "resnet"):
         x_train, x_test = x_train.unsqueeze(1), x_test.unsqueeze(1)  # (n, 1, 28, 28), a view
 
     model = build(args.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    if args.model == "resnet":  # notebook 7's optimizer, at a fixed rate
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4, eps=1e-7)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     n = x_train.shape[0]
     seconds = []
     for _ in range(args.epochs):

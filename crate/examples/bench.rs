@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p fashion --example bench -- --model mlp --epochs 5
 //! cargo run --release -p fashion --example bench -- --model cnn --batch-size 64 --json
+//! cargo run --release -p fashion --example bench -- --model resnet --batch-size 128 --epochs 3
 //! cargo run --release -p fashion --example bench -- --peak      # large-GEMM GFLOP/s of this machine
 //! ```
 //!
@@ -14,6 +15,9 @@ use std::time::Instant;
 use fashion::model::WithNetwork;
 use fashion::prelude::*;
 use fashion_kernels::matmul::{matmul, Mat, Split, Store};
+
+#[path = "common/resnet.rs"]
+mod resnet;
 
 /// Multiply-adds per image of the MLP's two weight matrices (784×128 + 128×10): a training step costs
 /// 6 FLOP per weight and image (2 forward, 4 backward), so an epoch is 6 × 101,632 × 60,000 ≈ 37 GFLOP.
@@ -54,7 +58,7 @@ fn run() -> fashion::Result<()> {
         }
         return Ok(());
     }
-    let arch: Arch = arg(&args, "--model", Arch::Mlp);
+    let model: String = arg(&args, "--model", "mlp".to_string());
     let bench = Bench {
         epochs: arg(&args, "--epochs", 5),
         batch_size: arg(&args, "--batch-size", 32),
@@ -62,7 +66,17 @@ fn run() -> fashion::Result<()> {
         seed: arg(&args, "--seed", 42),
         json,
     };
-    arch.run(bench)
+    if model == "resnet" {
+        // Notebook 7's network and optimizer (at a fixed rate, without augmentation: the step itself).
+        return measure::<resnet::ResNet>("resnet", AdamW { learning_rate: 1e-3, weight_decay: 5e-4 }.into(), bench);
+    }
+    match model.parse::<Arch>() {
+        Ok(arch) => arch.run(bench),
+        Err(e) => {
+            eprintln!("error: {e}, or resnet (notebook 7's)");
+            std::process::exit(2);
+        }
+    }
 }
 
 struct Bench {
@@ -76,17 +90,21 @@ struct Bench {
 impl WithNetwork for Bench {
     type Output = fashion::Result<()>;
     fn run<N: Network>(self, arch: Arch) -> fashion::Result<()> {
-        measure::<N>(arch, self)
+        measure::<N>(arch.name(), Adam { learning_rate: 1e-3, ..Adam::default() }.into(), self)
     }
 }
 
-fn measure<N: Network>(arch: Arch, Bench { epochs, batch_size, repeats, seed, json }: Bench) -> fashion::Result<()> {
+fn measure<N: Network>(
+    name: &str,
+    optimizer: Optimizer,
+    Bench { epochs, batch_size, repeats, seed, json }: Bench,
+) -> fashion::Result<()> {
     let data = load_data()?;
     let x = data.train.normalized();
     let tx = data.test.normalized();
-    let mut model = Model::<N>::new(seed)?.named(arch.name());
+    let mut model = Model::<N>::new(seed)?.named(name);
     model.verbosity = Verbosity::Silent;
-    model.compile(Adam { learning_rate: 1e-3, ..Adam::default() });
+    model.compile(optimizer);
     let options = FitOptions { epochs, batch_size, ..Default::default() };
     let history = model.fit(&x, &data.train.labels, options)?;
     let accuracy = model.evaluate(&tx, &data.test.labels)?.accuracy;
@@ -108,7 +126,7 @@ fn measure<N: Network>(arch: Arch, Bench { epochs, batch_size, repeats, seed, js
              \"epoch_seconds\": [{}], \"predict_seconds\": [{}], \"peak_rss_mb\": {rss:.1}, \
              \"test_accuracy\": {accuracy:.4}, \"params\": {}, \"threads\": {}, \"data\": {:?}}}",
             env!("CARGO_PKG_VERSION"),
-            arch.name(),
+            name,
             list(&epoch_seconds),
             list(&predict),
             model.count_params(),
@@ -117,14 +135,14 @@ fn measure<N: Network>(arch: Arch, Bench { epochs, batch_size, repeats, seed, js
         );
     } else {
         let median_epoch = median(&epoch_seconds);
-        println!("model {arch}, batch {batch_size}, {epochs} epochs, data from {}", data.source.display());
+        println!("model {name}, batch {batch_size}, {epochs} epochs, data from {}", data.source.display());
         println!(
             "epoch: min {:.3} s, median {median_epoch:.3} s",
             epoch_seconds.iter().cloned().fold(f64::INFINITY, f64::min)
         );
         println!("predict 10,000 images: median {:.4} s", median(&predict));
         println!("peak RSS: {rss:.0} MB; test accuracy {accuracy:.4}");
-        if arch == Arch::Mlp {
+        if name == "mlp" {
             let gflop = 6.0 * MLP_WEIGHTS * x.len_of(Axis(0)) as f64 / 1e9;
             println!("MLP: {gflop:.1} GFLOP per epoch → {:.1} GFLOP/s", gflop / median_epoch);
         }

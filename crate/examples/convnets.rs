@@ -4,6 +4,10 @@
 //! ```text
 //! cargo run --release -p fashion --example convnets -- --net resnet --epochs 10 --batch-size 128
 //! ```
+//!
+//! `--net lenet | lenet-bn | resnet (notebook 7's) | resnet-dropout | resnet-gap`; `--lr` (the peak of a
+//! cosine schedule with one epoch of warm-up), `--wd` (AdamW's weight decay), `--shift`, `--no-flip`,
+//! `--erase`, `--smooth` (label smoothing), `--init glorot | he | he-uniform`, `--seed`, `--subset`.
 use fashion::prelude::*;
 
 /// d2l.ai's LeNet: sigmoid and average pooling, 5×5 kernels.
@@ -26,26 +30,18 @@ type LeNetBn = (
     Linear<84, 10>,
 );
 
-type Block<const C: usize> = Residual<(Conv2d<C, C, 3, 1>, BatchNorm<C>, ReLU, Conv2d<C, C, 3, 1>, BatchNorm<C>)>;
+#[path = "common/resnet.rs"]
+mod resnet;
+use resnet::{Block, ResNet};
 
-/// A small ResNet: a fused stem to 14×14, a residual block, a fused widening to 7×7, a residual block.
-type ResNet = (
+/// The same with dropout 0.3 in the head.
+type ResNetDropout = (
     AddChannel,
     (ConvReluPool<1, 32, 3, 1, 2>, BatchNorm<32>),
     (Block<32>, ReLU),
     (ConvReluPool<32, 64, 3, 1, 2>, BatchNorm<64>),
     (Block<64>, ReLU),
     (Flatten<3136>, Linear<3136, 128>, BatchNorm<128>, ReLU, Dropout<30>, Linear<128, 10>),
-);
-
-/// The same without dropout in the head.
-type ResNetNd = (
-    AddChannel,
-    (ConvReluPool<1, 32, 3, 1, 2>, BatchNorm<32>),
-    (Block<32>, ReLU),
-    (ConvReluPool<32, 64, 3, 1, 2>, BatchNorm<64>),
-    (Block<64>, ReLU),
-    (Flatten<3136>, Linear<3136, 128>, BatchNorm<128>, ReLU, Linear<128, 10>),
 );
 
 type Down<const I: usize, const O: usize> = ResidualProjection<
@@ -75,7 +71,12 @@ fn train<N: Network>(args: &[String], data: &FashionMnist) -> Result<()> {
     let shift: usize = arg(args, "--shift", 2);
     let flip = !args.iter().any(|a| a == "--no-flip");
     let (x, y) = (data.train.normalized(), data.train.labels.clone());
-    let mut m: Model<N> = Model::new(arg(args, "--seed", 42))?;
+    let init = match arg(args, "--init", "glorot".to_string()).as_str() {
+        "he" | "he-normal" => Initializer::HeNormal,
+        "he-uniform" => Initializer::HeUniform,
+        _ => Initializer::GlorotUniform,
+    };
+    let mut m: Model<N> = Model::new(arg(args, "--seed", 42))?.with_initializer(init)?;
     println!("{}", m.summary());
     m.compile(AdamW { learning_rate: lr / 10.0, weight_decay: wd });
     let steps = (x.shape()[0] as f64 * 0.9 / batch_size as f64).ceil() as usize;
@@ -91,12 +92,23 @@ fn train<N: Network>(args: &[String], data: &FashionMnist) -> Result<()> {
         validation_split: 0.1,
         lr_schedule: Some(schedule),
         augment: Augment { flip, shift, erase: arg(args, "--erase", 0.0) },
+        label_smoothing: arg(args, "--smooth", 0.0),
         ..Default::default()
     };
     let h = m.fit(&x, &y, options)?;
     let total: f64 = h.epochs.iter().map(|e| e.seconds).sum();
-    let test = m.evaluate(&data.test.normalized(), &data.test.labels)?;
+    let tx = data.test.normalized();
+    let test = m.evaluate(&tx, &data.test.labels)?;
     println!("trained {:.1} min; test accuracy {:.4}", total / 60.0, test.accuracy);
+    // Test-time augmentation: the mean of the probabilities for each image and its mirror image.
+    let mirrored = tx.slice(s![.., .., ..;-1]).to_owned();
+    let probs = (m.predict(&tx)? + m.predict(&mirrored)?) / 2.0;
+    let right = probs
+        .outer_iter()
+        .zip(&data.test.labels)
+        .filter(|(p, &y)| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i) == Some(y as usize))
+        .count();
+    println!("test accuracy with flip test-time augmentation {:.4}", right as f64 / probs.nrows() as f64);
     Ok(())
 }
 
@@ -108,7 +120,7 @@ fn main() {
             "lenet" => train::<LeNet>(&args, &data),
             "lenet-bn" => train::<LeNetBn>(&args, &data),
             "resnet-gap" => train::<ResNetGap>(&args, &data),
-            "resnet-nd" => train::<ResNetNd>(&args, &data),
+            "resnet-dropout" => train::<ResNetDropout>(&args, &data),
             _ => train::<ResNet>(&args, &data),
         }
     };

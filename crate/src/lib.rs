@@ -59,8 +59,8 @@ pub mod prelude {
     pub use crate::metrics::{ConfusionMatrix, Spread};
     pub use crate::model::{
         AddChannel, Arch, AvgPool2d, BatchNorm, CnnArch, Conv2d, ConvReluPool, DeepMlpArch, Dev, Dropout, DropoutOneIn,
-        Elu, Flatten, Gelu, GlobalAvgPool, Images, Layer, LeakyReLU, Linear, LinearArch, Logits, MaxPool2d, MlpArch,
-        Network, ReLU, Residual, ResidualProjection, Rows, Sigmoid, Tanh,
+        Elu, Flatten, Gelu, GlobalAvgPool, Images, Initializer, Layer, LeakyReLU, Linear, LinearArch, Logits,
+        MaxPool2d, MlpArch, Network, ReLU, Residual, ResidualProjection, Rows, Sigmoid, Tanh,
     };
     pub use crate::param;
     pub use crate::plot;

@@ -133,7 +133,12 @@ pub fn keep_large_buffers() {
 /// A buffer of `f32` borrowed from a process-wide pool and returned to it when dropped. The kernels
 /// need several megabytes of scratch per batch; fresh allocations that large come straight from the
 /// kernel, zeroed a page at a time on first touch, which cost a fifth of a CNN epoch.
-pub(crate) struct Buf(Vec<f32>);
+pub(crate) struct Buf {
+    /// Every value of `v` has been written once (it is never truncated), so a later, longer use of
+    /// the same buffer within its length costs no zeroing.
+    v: Vec<f32>,
+    len: usize,
+}
 
 static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
@@ -141,16 +146,17 @@ impl Buf {
     /// `len` values, **not zeroed**: whatever the previous user left (callers overwrite all of it).
     pub fn dirty(len: usize) -> Buf {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // The smallest pooled buffer that is big enough, else a new one.
-        let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+        // The smallest pooled buffer that is long enough, else the longest (extended), else a new one.
+        let best = (0..pool.len())
+            .filter(|&i| pool[i].len() >= len)
+            .min_by_key(|&i| pool[i].len())
+            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
         let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
         drop(pool);
-        if v.len() >= len {
-            v.truncate(len);
-        } else {
+        if v.len() < len {
             v.resize(len, 0.0);
         }
-        Buf(v)
+        Buf { v, len }
     }
 }
 
@@ -158,7 +164,7 @@ impl Drop for Buf {
     fn drop(&mut self) {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < 32 {
-            pool.push(std::mem::take(&mut self.0));
+            pool.push(std::mem::take(&mut self.v));
         }
     }
 }
@@ -166,13 +172,13 @@ impl Drop for Buf {
 impl std::ops::Deref for Buf {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.v[..self.len]
     }
 }
 
 impl std::ops::DerefMut for Buf {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        &mut self.v[..self.len]
     }
 }
 

@@ -14,6 +14,7 @@
 //! `Linear<64, 10>`) is a *compile* error, not a run-time one. The networks of the guide are the
 //! type aliases below; [`Arch`] names them for the command line.
 
+mod init;
 pub mod layers;
 #[cfg(not(feature = "cuda"))]
 pub(crate) mod ops;
@@ -23,6 +24,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use dfdx::prelude::*;
+pub(crate) use init::initialize;
+pub use init::Initializer;
 pub use layers::builders::{
     AddChannel, AvgPool2d, BatchNorm, Conv2d, ConvReluPool, Dropout, DropoutOneIn, Elu, Flatten, Gelu, GlobalAvgPool,
     LeakyReLU, Linear, MaxPool2d, ReLU, Residual, ResidualProjection, Sigmoid, Tanh,
@@ -202,45 +205,6 @@ impl FromStr for Arch {
             ))),
         }
     }
-}
-
-/// Re-initialises a model as Keras does (with the `cuda` feature: there `Linear` is dfdx's, whose own
-/// initialisation differs; on the CPU every layer of this crate is built this way already): weights
-/// Glorot-uniform in `±sqrt(6 / (fan_in + fan_out))`,
-/// biases zero. Dense weights are stored `(out, in)`; convolution kernels `(K, K, in, out)`, whose fans
-/// are `K·K·in` and `K·K·out`. Draws from the device's seeded generator, so the seed still decides.
-#[cfg(feature = "cuda")]
-pub(crate) fn glorot_init<M: TensorCollection<f32, Dev>>(model: &mut M) -> Result<(), <Dev as HasErr>::Err> {
-    struct Glorot;
-    impl TensorVisitor<f32, Dev> for Glorot {
-        type Viewer = ViewTensorMut;
-        type Err = <Dev as HasErr>::Err;
-        type E2 = f32;
-        type D2 = Dev;
-        fn visit<S: Shape>(
-            &mut self,
-            _: TensorOptions<S, f32, Dev>,
-            t: &mut Tensor<S, f32, Dev>,
-        ) -> Result<Option<Tensor<S, f32, Dev>>, Self::Err> {
-            let d: Vec<usize> = t.shape().concrete().into_iter().collect();
-            let Some((fan_in, fan_out)) = layers::glorot_fans(&d) else {
-                t.try_fill_with_zeros()?;
-                return Ok(None);
-            };
-            let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
-            t.try_fill_with_distr(rand_distr::Uniform::new(-bound, bound))?;
-            Ok(None)
-        }
-        fn visit_scalar<N: num_traits::NumCast>(
-            &mut self,
-            _: ScalarOptions<N>,
-            _: &mut N,
-        ) -> Result<Option<N>, Self::Err> {
-            Ok(None)
-        }
-    }
-    M::iter_tensors(&mut RecursiveWalker { m: model, f: &mut Glorot })?;
-    Ok(())
 }
 
 /// The values of every tensor of a model, trained or not.

@@ -34,6 +34,7 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
                 })
                 .collect();
             let ys = if values.is_empty() { 0.0..1.0 } else { padded_range(&values, 0.08, 1e-3) };
+            let decimals = y_decimals(&ys);
             let mut chart = ChartBuilder::on(area)
                 .caption(what, font(18.0))
                 .margin(10)
@@ -45,7 +46,7 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
                 .configure_mesh()
                 .x_desc("epoch")
                 .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() })
-                .y_label_formatter(&|y| format!("{y:.3}"))
+                .y_label_formatter(&|y| format!("{y:.*}", decimals))
                 .label_style(font(12.0))
                 .draw()
                 .map_err(err)?;
@@ -75,13 +76,15 @@ pub fn training_curves(runs: &[(&str, &History)]) -> Result<Figure> {
     })
 }
 
-/// Lines of y against x, e.g. accuracy against the number of epochs: `series` = (name, points).
+/// Lines of y against x, e.g. accuracy against the number of epochs: `series` = (name, points). A series
+/// of more than 60 points (a value per batch) is drawn as a line without dots.
 pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f64)])]) -> Result<Figure> {
     let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
     if pts.is_empty() {
         return Err(Error::InvalidArgument("nothing to plot".into()));
     }
     let (xr, yr) = padded(&pts, (0.05, 0.5), 0.1);
+    let decimals = y_decimals(&yr);
     render(720, 430, |root| {
         let mut chart = xy_chart(root, title, xr.clone(), yr.clone())?;
         // Whole-number x (epochs): label whole numbers only, never 1.5.
@@ -95,12 +98,14 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
                 (true, true) => format!("{x:.0}"),
                 _ => format!("{x}"),
             })
-            .y_label_formatter(&|y| format!("{y:.3}"))
+            .y_label_formatter(&|y| format!("{y:.*}", decimals))
             .label_style(font(12.0))
             .draw()
             .map_err(err)?;
         for (k, (name, p)) in series.iter().enumerate() {
-            draw_line(&mut chart, name.to_string(), p, series_color(k), 4)?;
+            // A dot per point, unless the points are too many to tell apart (a rate per batch).
+            let dot = if p.len() > DOTTED_POINTS { 0 } else { 4 };
+            draw_line(&mut chart, name.to_string(), p, series_color(k), dot)?;
         }
         draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 13.0)
     })
@@ -120,6 +125,7 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
         return Err(Error::InvalidArgument("nothing to plot: the sweep has no results".into()));
     }
     let (xr, yr) = padded(&all, (0.08, 0.1), 0.12);
+    let decimals = y_decimals(&yr);
     render(720, 430, |root| {
         let mut chart = xy_chart(root, title, xr.clone(), yr.clone())?;
         chart
@@ -128,7 +134,7 @@ pub fn spread(sweep: &Spread, title: &str, x_desc: &str, y_desc: &str, log_x: bo
             .y_desc(y_desc)
             .disable_x_mesh()
             .x_label_formatter(&|_| String::new())
-            .y_label_formatter(&|y| format!("{y:.3}"))
+            .y_label_formatter(&|y| format!("{y:.*}", decimals))
             .label_style(font(12.0))
             .draw()
             .map_err(err)?;
@@ -175,6 +181,19 @@ fn padded(points: &[(f64, f64)], (x_frac, x_min): (f64, f64), y_frac: f64) -> (R
     (padded_range(&xs, x_frac, x_min), padded_range(&ys, y_frac, 1e-3))
 }
 
+/// [`lines`] marks each point of a series with a dot up to this many points.
+const DOTTED_POINTS: usize = 60;
+
+/// Decimals of the y labels over `ys`: three, or more when the ticks (about ten over the range) are
+/// closer than 0.001 — a learning rate's 0.0005 steps would otherwise all read 0.001.
+pub(super) fn y_decimals(ys: &Range<f64>) -> usize {
+    let step = (ys.end - ys.start) / 10.0;
+    if !(step > 0.0 && step.is_finite()) {
+        return 3;
+    }
+    ((-step.log10()).ceil().max(3.0) as usize).min(9)
+}
+
 /// A titled x-y chart over `xs` × `ys` with room for the axis labels.
 fn xy_chart<'a, 'b>(
     root: &'a DrawingArea<Canvas<'b>, Shift>,
@@ -211,7 +230,9 @@ fn draw_line(
         .map_err(err)?
         .label(name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    chart.draw_series(points.iter().map(|&p| Circle::new(p, dot, color.filled()))).map_err(err)?;
+    if dot > 0 {
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, dot, color.filled()))).map_err(err)?;
+    }
     Ok(())
 }
 

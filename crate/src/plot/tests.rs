@@ -2,7 +2,7 @@
 
 use ndarray::{Array1, Array2, Array3, Axis};
 
-use super::charts::{CONFUSION_CELL, CONFUSION_ORIGIN};
+use super::charts::{y_decimals, CONFUSION_CELL, CONFUSION_ORIGIN};
 use super::*;
 use crate::data::{sample_indices, Dataset};
 use crate::metrics::{ConfusionMatrix, Spread};
@@ -171,4 +171,14 @@ fn spread_draws_a_bar_per_point_and_weights_are_red_and_blue() {
     let red = count(&f, 0, 0, f.width, f.height, |p| p[0] > 150 && p[1] < 60 && p[2] < 80);
     let blue = count(&f, 0, 0, f.width, f.height, |p| p[2] > 150 && p[0] < 60);
     assert!(red > 1000 && blue > 1000, "red {red}, blue {blue}");
+}
+
+/// Axis labels keep three decimals, and more where the ticks are closer than that (a learning rate's
+/// 0.0005 steps), so that no two labels read the same.
+#[test]
+fn y_labels_have_the_decimals_their_ticks_need() {
+    assert_eq!(y_decimals(&(0.2..0.95)), 3);
+    assert_eq!(y_decimals(&(0.0..0.0035)), 4);
+    assert_eq!(y_decimals(&(0.0..2e-5)), 6);
+    assert_eq!(y_decimals(&(1.0..1.0)), 3);
 }

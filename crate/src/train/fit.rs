@@ -89,6 +89,15 @@ impl<N: Network> Model<N> {
                 ),
             });
         }
+        if !(0.0..1.0).contains(&options.label_smoothing) {
+            return Err(Error::Setting {
+                setting: "label_smoothing",
+                reason: format!(
+                    "is the share of each target spread over the classes, in [0, 1), got {}; 0.1 is usual",
+                    options.label_smoothing
+                ),
+            });
+        }
         if let Some(schedule) = options.lr_schedule {
             schedule.check(|m| m.needs_validation() && data.validation().is_none())?;
         }
@@ -244,7 +253,10 @@ impl<N: Network> Model<N> {
                         .augment
                         .any()
                         .then(|| (options.augment, mix(mix(*seed, *epochs_done as u64), b as u64)));
-                    let batch = Batch::gather_augmented(dev, data.images(), data.labels(), &idx, augment)?;
+                    let mut batch = Batch::gather_augmented(dev, data.images(), data.labels(), &idx, augment)?;
+                    if options.label_smoothing > 0.0 {
+                        batch.smooth_labels(options.label_smoothing as f32);
+                    }
                     let (stats, g) = step::train_step(net_ref, opt, batch, t.grads, (epoch, b + 1))?;
                     t.grads = g;
                     t.total.add(stats);
@@ -385,6 +397,7 @@ impl<N: Network> Model<N> {
             weight_decay: opt.weight_decay(),
             lr_schedule: options.lr_schedule.map(|s| format!("{s:?}")),
             augment: options.augment.any().then(|| format!("{:?}", options.augment)),
+            label_smoothing: options.label_smoothing,
             params: Default::default(),
             epochs_run: 0,
             loss: None,

@@ -60,7 +60,7 @@ use std::fmt;
 use dfdx::prelude::*;
 
 use crate::error::Result;
-use crate::model::{self, Dev, Layer, Network, Summary};
+use crate::model::{self, Dev, Initializer, Layer, Network, Summary};
 
 pub use fashion_kernels::augment::Augment;
 pub use history::{EpochLog, History};
@@ -125,8 +125,9 @@ impl<N: Network> Model<N> {
         fashion_kernels::keep_large_buffers();
         #[allow(unused_mut)]
         let mut net = dev.try_build_module::<N, f32>().map_err(dev_err)?;
+        // dfdx's own `Linear` (the `cuda` build's) draws its weights as PyTorch does: Keras' instead.
         #[cfg(feature = "cuda")]
-        model::glorot_init(&mut net).map_err(dev_err)?;
+        model::initialize(&mut net, Initializer::GlorotUniform).map_err(dev_err)?;
         model::summarize::<N>(&net, "sequential")?;
         let mut model = Model::<N> {
             name: "sequential".into(),
@@ -141,6 +142,21 @@ impl<N: Network> Model<N> {
         // The first layer's input is the images: nothing needs its gradient.
         Layer::input_is_data(&mut model.net);
         Ok(model)
+    }
+
+    /// The same model with its weights drawn anew by `init` — `Initializer::HeNormal` is Keras'
+    /// `kernel_initializer="he_normal"` on every dense and convolution layer, the start He et al.
+    /// propose for ReLU networks. Biases and batch norm start as `Model::new` starts them; the draws come
+    /// from the model's seeded generator, so the same seed gives the same weights.
+    ///
+    /// ```no_run
+    /// # use fashion::prelude::*;
+    /// let model: Model<CnnArch> = Model::new(42)?.with_initializer(Initializer::HeNormal)?;
+    /// # Ok::<(), fashion::Error>(())
+    /// ```
+    pub fn with_initializer(mut self, init: Initializer) -> Result<Self> {
+        model::initialize(&mut self.net, init).map_err(dev_err)?;
+        Ok(self)
     }
 
     /// The same model under another name (Keras' `name=`), shown by `summary` and in errors.

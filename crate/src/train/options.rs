@@ -39,6 +39,12 @@ pub struct FitOptions<'a> {
     /// validation or test images). Each image draws from the model's seed, the epoch and its place in
     /// the batch: the same seed gives the same run on any number of threads.
     pub augment: super::Augment,
+    /// Train against targets of `1 - ε + ε/10` for the true class and `ε/10` for the others instead of
+    /// one-hot ones (Keras' `CategoricalCrossentropy(label_smoothing=ε)`, PyTorch's
+    /// `CrossEntropyLoss(label_smoothing=ε)`; 0.0: off, 0.1 a usual value): the network is no longer
+    /// pushed towards ever larger logits. The training loss is the smoothed one; validation loss and
+    /// `evaluate` stay plain cross-entropy, comparable with runs without it.
+    pub label_smoothing: f64,
     /// Write the run to a folder that outlives the kernel: parameters, history, TensorBoard events and
     /// (if asked) the weights. See [`RunLog`].
     pub run: Option<RunLog>,
@@ -55,6 +61,7 @@ impl Default for FitOptions<'_> {
             early_stopping: None,
             lr_schedule: None,
             augment: super::Augment::default(),
+            label_smoothing: 0.0,
             run: None,
         }
     }

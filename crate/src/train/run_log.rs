@@ -47,6 +47,9 @@ pub struct RunRecord {
     /// The augmentation of the training images, when on.
     #[serde(default)]
     pub augment: Option<String>,
+    /// `FitOptions::label_smoothing` (0: off).
+    #[serde(default)]
+    pub label_smoothing: f64,
     /// What the run recorded itself ([`RunLog::param`]).
     #[serde(default)]
     pub params: BTreeMap<String, String>,

@@ -195,6 +195,15 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// Replaces the one-hot targets with `(1 - eps) · one_hot + eps / 10` (label smoothing).
+    pub fn smooth_labels(&mut self, eps: f32) {
+        let smoothed: Vec<f32> =
+            self.targets.as_vec().iter().map(|&t| t * (1.0 - eps) + eps / NUM_CLASSES as f32).collect();
+        self.targets.copy_from(&smoothed);
+    }
+}
+
 /// Row-major pixels of `pixels.len() / 784` images as a tensor.
 pub(crate) fn images(dev: &Dev, pixels: Vec<f32>) -> Result<Images> {
     let n = pixels.len() / PIXELS;

@@ -524,3 +524,41 @@ fn augmentation_is_seeded_and_training_only() {
     let e = m.fit(&x, &y, FitOptions { augment: Augment { erase: 1.5, ..aug }, ..opts(1, 32) }).unwrap_err();
     assert!(e.to_string().contains("erase"), "{e}");
 }
+
+/// Label smoothing trains against `1 - ε + ε/10` and `ε/10`: the targets of a batch sum to one, a
+/// smoothed fit moves the weights elsewhere and keeps its logits smaller, the validation loss stays plain
+/// cross-entropy (the same as `evaluate`'s), and ε outside [0, 1) is refused.
+#[test]
+fn label_smoothing_softens_the_targets_only_while_training() {
+    let dev = Dev::seed_from_u64(0);
+    let (x, y) = toy(64, 23);
+    let xs: Vec<f32> = x.iter().copied().collect();
+    let ys: Vec<u8> = y.to_vec();
+    let mut batch = step::Batch::gather(&dev, &xs, &ys, &[0, 1, 2]).unwrap();
+    batch.smooth_labels(0.1);
+    let t = batch.targets.as_vec();
+    for (row, &label) in t.chunks(10).zip(&batch.labels) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(
+            (row[label as usize] - 0.91).abs() < 1e-6 && row.iter().filter(|&&v| (v - 0.01).abs() < 1e-6).count() == 9
+        );
+    }
+    let (vx, vy) = toy(64, 24);
+    let fit = |eps: f64| {
+        let mut m = quiet::<MlpArch>(4);
+        let h = m
+            .fit(&x, &y, FitOptions { label_smoothing: eps, validation_data: Some((&vx, &vy)), ..opts(8, 16) })
+            .unwrap();
+        let logits = m.logits(x.view()).unwrap();
+        (h, m.evaluate(&vx, &vy).unwrap(), logits.iter().map(|v| v.abs()).fold(0f32, f32::max))
+    };
+    let (plain, _, plain_max) = fit(0.0);
+    let (smooth, eval, smooth_max) = fit(0.1);
+    assert_ne!(plain.epochs[0].loss, smooth.epochs[0].loss);
+    assert!(smooth_max < plain_max, "smaller logits: {smooth_max} vs {plain_max}");
+    let val = smooth.last().unwrap().val_loss.unwrap();
+    assert!((val - eval.loss).abs() < 1e-6 * val.max(1.0), "validation loss {val} is evaluate's {}", eval.loss);
+    let mut m = quiet::<MlpArch>(4);
+    let e = m.fit(&x, &y, FitOptions { label_smoothing: 1.0, ..opts(1, 16) }).unwrap_err();
+    assert!(e.to_string().contains("label_smoothing"), "{e}");
+}

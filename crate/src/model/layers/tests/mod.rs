@@ -5,6 +5,7 @@ use dfdx::optim::Sgd;
 use super::*;
 
 mod families;
+mod timings;
 
 type Dev = Cpu;
 
