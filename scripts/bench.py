@@ -116,7 +116,7 @@ def report(raw):
     runs = raw["runs"]
     anchors = [a for a in ANCHORS if runs[0].get(a)]
     print(f"Fashion-MNIST benchmark, {raw['date']}: {raw['cpu']}, {raw['cores']} cores; "
-          f"{raw['epochs']} epochs, Adam 1e-3, data {runs[0]['ours']['data']}")
+          f"{raw['epochs']} epochs, Adam 1e-3 (resnet: AdamW 1e-3, weight decay 5e-4), data {runs[0]['ours']['data']}")
     print("ours: " + runs[0]["ours"]["framework"] + "".join(f"; {ANCHORS[a][2]}: {runs[0][a]['framework']}" for a in anchors))
     header = f"{'model':7} {'figure':26} {'ours':>15}" + "".join(f" {ANCHORS[a][2]:>15}" for a in anchors) \
         + "".join(f" {'ours/' + ANCHORS[a][2]:>17} {'target':>9}" for a in anchors)
