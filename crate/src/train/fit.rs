@@ -253,10 +253,8 @@ impl<N: Network> Model<N> {
                         .augment
                         .any()
                         .then(|| (options.augment, mix(mix(*seed, *epochs_done as u64), b as u64)));
-                    let mut batch = Batch::gather_augmented(dev, data.images(), data.labels(), &idx, augment)?;
-                    if options.label_smoothing > 0.0 {
-                        batch.smooth_labels(options.label_smoothing as f32);
-                    }
+                    let smoothing = options.label_smoothing as f32;
+                    let batch = Batch::gather_augmented(dev, data.images(), data.labels(), &idx, augment, smoothing)?;
                     let (stats, g) = step::train_step(net_ref, opt, batch, t.grads, (epoch, b + 1))?;
                     t.grads = g;
                     t.total.add(stats);

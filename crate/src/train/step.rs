@@ -163,25 +163,28 @@ impl Batch {
     /// Gathers the images and labels at `idx` from `xs` (row-major pixels) and `ys`.
     #[cfg(test)]
     pub fn gather(dev: &Dev, xs: &[f32], ys: &[u8], idx: &[usize]) -> Result<Batch> {
-        Batch::gather_augmented(dev, xs, ys, idx, None)
+        Batch::gather_augmented(dev, xs, ys, idx, None, 0.0)
     }
 
     /// Gathers the images and labels at `idx` from `xs` (row-major pixels) and `ys`, then augments the
-    /// images with `(augment, seed)` when given.
+    /// images with `(augment, seed)` when given. The targets are one-hot, or with `smoothing` ε
+    /// `1 - ε + ε/10` for the label and `ε/10` for the other classes (label smoothing).
     pub fn gather_augmented(
         dev: &Dev,
         xs: &[f32],
         ys: &[u8],
         idx: &[usize],
         augment: Option<(fashion_kernels::augment::Augment, u64)>,
+        smoothing: f32,
     ) -> Result<Batch> {
         let n = idx.len();
         let mut pixels = Vec::with_capacity(n * PIXELS);
-        let mut onehot = vec![0f32; n * NUM_CLASSES];
+        let other = smoothing / NUM_CLASSES as f32;
+        let mut onehot = vec![other; n * NUM_CLASSES];
         let mut labels = Vec::with_capacity(n);
         for (row, &i) in idx.iter().enumerate() {
             pixels.extend_from_slice(&xs[i * PIXELS..(i + 1) * PIXELS]);
-            onehot[row * NUM_CLASSES + ys[i] as usize] = 1.0;
+            onehot[row * NUM_CLASSES + ys[i] as usize] = 1.0 - smoothing + other;
             labels.push(ys[i]);
         }
         if let Some((a, seed)) = augment {
@@ -192,15 +195,6 @@ impl Batch {
             targets: dev.try_tensor_from_vec(onehot, (n, Const)).map_err(dev_err)?,
             labels,
         })
-    }
-}
-
-impl Batch {
-    /// Replaces the one-hot targets with `(1 - eps) · one_hot + eps / 10` (label smoothing).
-    pub fn smooth_labels(&mut self, eps: f32) {
-        let smoothed: Vec<f32> =
-            self.targets.as_vec().iter().map(|&t| t * (1.0 - eps) + eps / NUM_CLASSES as f32).collect();
-        self.targets.copy_from(&smoothed);
     }
 }
 

@@ -534,8 +534,7 @@ fn label_smoothing_softens_the_targets_only_while_training() {
     let (x, y) = toy(64, 23);
     let xs: Vec<f32> = x.iter().copied().collect();
     let ys: Vec<u8> = y.to_vec();
-    let mut batch = step::Batch::gather(&dev, &xs, &ys, &[0, 1, 2]).unwrap();
-    batch.smooth_labels(0.1);
+    let batch = step::Batch::gather_augmented(&dev, &xs, &ys, &[0, 1, 2], None, 0.1).unwrap();
     let t = batch.targets.as_vec();
     for (row, &label) in t.chunks(10).zip(&batch.labels) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);

@@ -291,15 +291,7 @@ fn dropout_by_rate() {
 #[test]
 #[ignore]
 fn keras_way_timings() {
-    use std::time::Instant;
-    fn time(name: &str, reps: usize, mut f: impl FnMut()) {
-        f();
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        eprintln!("{name:<44} {:>9.1} µs", t.elapsed().as_secs_f64() * 1e6 / reps as f64);
-    }
+    use super::timings::time;
     fn case<const IN: usize, const OUT: usize>(b: usize, hw: usize) {
         let dev = Dev::seed_from_u64(1);
         let fused = dev.build_module::<builders::ConvReluPool<IN, OUT, 3, 1, 2>, f32>();

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::*;
 
-fn time(name: &str, reps: usize, mut f: impl FnMut()) -> f64 {
+/// Microseconds per call of `f` over `reps` calls after one warm-up call, printed under `name`.
+pub(super) fn time(name: &str, reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     let t = Instant::now();
     for _ in 0..reps {
