@@ -5,7 +5,7 @@
 //! cargo run --release -p fashion --example convnets -- --net resnet --epochs 10 --batch-size 128
 //! ```
 //!
-//! `--net lenet | lenet-bn | resnet (notebook 7's) | resnet-dropout | resnet-gap`; `--lr` (the peak of a
+//! `--net lenet | lenet-bn | resnet (notebook 7's) | resnet-dropout | resnet-gap | resnet-deep | resnet-77`; `--lr` (the peak of a
 //! cosine schedule with one epoch of warm-up), `--wd` (AdamW's weight decay), `--shift`, `--no-flip`,
 //! `--erase`, `--smooth` (label smoothing), `--init glorot | he | he-uniform`, `--seed`, `--subset`.
 use fashion::prelude::*;
@@ -57,6 +57,25 @@ type ResNetGap = (
     (Down<32, 64>, ReLU),
     (Block<64>, ReLU),
     (GlobalAvgPool, Linear<64, 10>),
+);
+
+/// Notebook 7's ResNet with a second residual block at 7×7×64.
+type ResNetDeep = (
+    AddChannel,
+    (ConvReluPool<1, 32, 3, 1, 2>, BatchNorm<32>),
+    (Block<32>, ReLU),
+    (ConvReluPool<32, 64, 3, 1, 2>, BatchNorm<64>),
+    (Block<64>, ReLU, Block<64>, ReLU),
+    (Flatten<3136>, Linear<3136, 128>, BatchNorm<128>, ReLU, Linear<128, 10>),
+);
+
+/// Both residual blocks at 7×7×64, none at 14×14 (the cheaper resolution for this machine's kernels).
+type ResNet77 = (
+    AddChannel,
+    (ConvReluPool<1, 32, 3, 1, 2>, BatchNorm<32>),
+    (ConvReluPool<32, 64, 3, 1, 2>, BatchNorm<64>),
+    (Block<64>, ReLU, Block<64>, ReLU),
+    (Flatten<3136>, Linear<3136, 128>, BatchNorm<128>, ReLU, Linear<128, 10>),
 );
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -121,6 +140,8 @@ fn main() {
             "lenet-bn" => train::<LeNetBn>(&args, &data),
             "resnet-gap" => train::<ResNetGap>(&args, &data),
             "resnet-dropout" => train::<ResNetDropout>(&args, &data),
+            "resnet-deep" => train::<ResNetDeep>(&args, &data),
+            "resnet-77" => train::<ResNet77>(&args, &data),
             _ => train::<ResNet>(&args, &data),
         }
     };

@@ -18,13 +18,19 @@ fn channel_sums(c: usize, a: &[f32], b: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) 
         .map(|(i, a)| {
             let (mut s, mut p) = (vec![0f64; c], vec![0f64; c]);
             let b = b.map(|b| &b[i * BLOCK * c..][..a.len()]);
-            for (r, row) in a.chunks_exact(c).enumerate() {
-                let other = b.map(|b| &b[r * c..][..c]).unwrap_or(row);
-                for ch in 0..c {
-                    s[ch] += row[ch] as f64;
-                    p[ch] += row[ch] as f64 * other[ch] as f64;
-                }
-            }
+            // Vectorised across the channels; each channel still adds its rows in order.
+            simd(
+                #[inline(always)]
+                || {
+                    for (r, row) in a.chunks_exact(c).enumerate() {
+                        let other = b.map(|b| &b[r * c..][..c]).unwrap_or(row);
+                        for (((s, p), &x), &o) in s.iter_mut().zip(p.iter_mut()).zip(row).zip(other) {
+                            *s += x as f64;
+                            *p += x as f64 * o as f64;
+                        }
+                    }
+                },
+            );
             (s, p)
         })
         .collect();
