@@ -191,10 +191,10 @@ def stale(path, fresh):
     if size > MAX_BYTES:
         problems.append(f"{path.name} is {size / 1e6:.2f} MB; at most {MAX_BYTES / 1e6} MB (size the figures down)")
     committed = nbformat.read(path, as_version=4)
-    made_on = committed.metadata.get("fashion", {}).get("executed_on")
-    compare = made_on == machine()
+    made_on, here = committed.metadata.get("fashion", {}).get("executed_on"), machine()
+    compare = made_on == here
     if not compare:
-        print(f"{path.name}: executed on {made_on!r}, this is {machine()!r}: accuracies not compared")
+        print(f"{path.name}: executed on {made_on!r}, this is {here!r}: accuracies not compared")
     pairs = list(zip([c for c in committed.cells if c.cell_type == "code"], [c for c in fresh.cells if c.cell_type == "code"]))
     fix = "run scripts/refresh-notebooks and commit notebooks/"
     for i, (old, new) in enumerate(pairs):
