@@ -1,8 +1,8 @@
 //! `K×K` convolution on NHWC images, forward and backward, alone ([`conv_forward`], the `Conv2d`
 //! layer: bias added) or followed by ReLU + max-pool in the same pass ([`conv_relu_pool_forward`]):
 //! im2col and one matrix product per chunk of images (or, at stride 1, Winograd F(4×4, 3×3), see
-//! [`super::winograd`]), then the fused pooling of [`super::pool`]; fused layers over images of one
-//! channel go to [`super::direct`] instead. Groups of a fixed number of images, spread over the cores.
+//! [`super::winograd`]), then the fused pooling of [`super::pool`]; 3×3 stride-1 layers over images of
+//! one channel go to [`super::direct`] instead. Groups of a fixed number of images, spread over the cores.
 
 use rayon::prelude::*;
 
@@ -150,7 +150,8 @@ fn add_bias(y: &mut [f32], bias: &[f32]) {
 }
 
 /// Winograd F(4×4, 3×3) is used for 3×3 convolutions with one pixel of padding and several input
-/// channels (with one, as in the first layer, [`direct`] computes the convolution without products).
+/// channels (with one, as in the first layer, [`direct`] computes 3×3 stride-1 convolutions without
+/// products).
 fn winograd_applies(g: &ConvGeom) -> bool {
     g.k == 3 && g.p == 1 && g.s == 1 && g.cin >= 2
 }
@@ -187,6 +188,8 @@ enum GroupSaved {
     /// One input channel ([`direct`]): the zero-padded images and the window position of each pooled
     /// maximum.
     Direct { padded: Vec<f32>, sel: Vec<u8> },
+    /// One input channel, the convolution alone ([`direct::forward_plain`]): the zero-padded images.
+    DirectPlain { padded: Vec<f32> },
 }
 
 /// Forward pass of a batch: `x` is `(B, H, W, IN)`, `kernel` `(K·K·IN, OUT)`, `bias` `(OUT)`. Returns the
@@ -230,7 +233,8 @@ fn forward(
     let fused = epilogue == Epilogue::ReluPool;
     let (pix, patch, cout, in_len, out_len) = (g.pixels(), g.patch(), g.cout, g.in_len(), g.out_len());
     let per = GROUP;
-    let mut out = vec![0f32; batch * out_len];
+    // Every path below writes every output value.
+    let mut out = super::dirty_vec(batch * out_len);
     if batch == 0 || out_len == 0 {
         return (out, train.then(|| Saved { groups: Vec::new(), per }));
     }
@@ -241,9 +245,13 @@ fn forward(
         .zip(x.par_chunks(per * in_len))
         .map(|(out, x)| {
             let n = x.len() / in_len;
-            if fused && direct::applies(g) {
+            if direct::applies(g) {
                 let mut padded = vec![0f32; n * direct::padded_len(g)];
                 direct::pad(g, x, &mut padded);
+                if !fused {
+                    direct::forward_plain(g, &padded, kernel, bias, out);
+                    return GroupSaved::DirectPlain { padded };
+                }
                 let mut sel = vec![0u8; if train { n * out_len } else { 0 }];
                 direct::forward(g, &padded, kernel, bias, out, train.then_some(&mut sel[..]));
                 return GroupSaved::Direct { padded, sel };
@@ -356,6 +364,14 @@ pub fn conv_relu_pool_backward(
                     }
                     return (gk, gb);
                 }
+                GroupSaved::DirectPlain { padded } => {
+                    let (mut gk, mut gb) = (vec![0f32; patch * cout], vec![0f32; cout]);
+                    direct::backward_plain(g, padded, gout, &mut gk, &mut gb);
+                    if let Some(dx) = dx.as_deref_mut() {
+                        input_gradient_im2col(g, n, gout, kernel, dx);
+                    }
+                    return (gk, gb);
+                }
             };
             let mut through_pool = Buf::dirty(if fused { n * pix * cout } else { 0 });
             let grad_pre: &[f32] = if fused {
@@ -382,18 +398,7 @@ pub fn conv_relu_pool_backward(
                     Store::Overwrite,
                 );
                 if let Some(dx) = dx.as_deref_mut() {
-                    let mut grad_cols = Buf::dirty(n * pix * patch);
-                    let dims = (n * pix, cout, patch);
-                    matmul_serial(
-                        dims,
-                        Mat::Plain(grad_pre),
-                        Mat::Transposed(kernel),
-                        &mut grad_cols,
-                        Store::Overwrite,
-                    );
-                    for (d, c) in dx.chunks_exact_mut(in_len).zip(grad_cols.chunks_exact(pix * patch)) {
-                        col2im_add(g, c, d);
-                    }
+                    input_gradient_im2col(g, n, grad_pre, kernel, dx);
                 }
                 return (gk, gb);
             }
@@ -434,6 +439,24 @@ pub fn conv_relu_pool_backward(
     }
     if wino {
         winograd::add_kernel_gradient(&planes, g.cin, cout, grad_kernel);
+    }
+}
+
+/// Adds the input gradient of `n` images from the gradient of the convolution's output `grad_pre`
+/// `(n·H'·W', OUT)`: the im2col rows' gradient (one product with the kernel) added back onto the
+/// pixels they came from.
+fn input_gradient_im2col(g: &ConvGeom, n: usize, grad_pre: &[f32], kernel: &[f32], dx: &mut [f32]) {
+    let (pix, patch) = (g.pixels(), g.patch());
+    let mut grad_cols = Buf::dirty(n * pix * patch);
+    matmul_serial(
+        (n * pix, g.cout, patch),
+        Mat::Plain(grad_pre),
+        Mat::Transposed(kernel),
+        &mut grad_cols,
+        Store::Overwrite,
+    );
+    for (d, c) in dx.chunks_exact_mut(g.in_len()).zip(grad_cols.chunks_exact(pix * patch)) {
+        col2im_add(g, c, d);
     }
 }
 

@@ -66,6 +66,9 @@ mod plain {
             ConvGeom { h: 12, w: 12, cin: 1, cout: 6, k: 5, p: 2, s: 1, pool: 1 },
             ConvGeom { h: 7, w: 7, cin: 4, cout: 8, k: 1, p: 0, s: 2, pool: 1 },
             ConvGeom { h: 10, w: 9, cin: 3, cout: 4, k: 3, p: 1, s: 1, pool: 1 },
+            // One channel, 3×3, stride 1: the direct path, a block of 16 channels and the rest.
+            ConvGeom { h: 9, w: 11, cin: 1, cout: 19, k: 3, p: 1, s: 1, pool: 1 },
+            ConvGeom { h: 8, w: 7, cin: 1, cout: 3, k: 3, p: 0, s: 1, pool: 1 },
         ] {
             let b = 19; // more than one group
             let x = seq(b * g.in_len(), 1);
@@ -91,6 +94,40 @@ mod plain {
             for (o, got) in gb.iter().enumerate() {
                 let want: f32 = gout.iter().skip(o).step_by(g.cout).sum();
                 assert!((got - want).abs() < 1e-3);
+            }
+        }
+    }
+}
+
+mod recycled {
+    use super::super::*;
+    use crate::seq;
+
+    /// Outputs go into recycled buffers that still hold their last values: every path of the forward
+    /// pass (direct, Winograd, im2col; plain and fused; odd sizes) must overwrite all of them. Buffers
+    /// of NaN handed back first would show any value left unwritten.
+    #[test]
+    fn forward_overwrites_every_value_of_a_recycled_buffer() {
+        for g in [
+            ConvGeom { h: 9, w: 11, cin: 1, cout: 19, k: 3, p: 1, s: 1, pool: 1 },
+            ConvGeom { h: 9, w: 11, cin: 1, cout: 19, k: 3, p: 1, s: 1, pool: 2 },
+            ConvGeom { h: 10, w: 9, cin: 3, cout: 4, k: 3, p: 1, s: 1, pool: 1 },
+            ConvGeom { h: 11, w: 9, cin: 3, cout: 4, k: 3, p: 1, s: 1, pool: 2 },
+            ConvGeom { h: 9, w: 8, cin: 3, cout: 5, k: 3, p: 1, s: 2, pool: 1 },
+            ConvGeom { h: 12, w: 12, cin: 2, cout: 6, k: 5, p: 0, s: 1, pool: 3 },
+        ] {
+            let b = 19;
+            let x = seq(b * g.in_len(), 1);
+            let (kernel, bias) = (seq(g.patch() * g.cout, 2), seq(g.cout, 3));
+            let forward = if g.pool == 1 { conv_forward } else { conv_relu_pool_forward };
+            for pass in [Pass::Train, Pass::Infer] {
+                let (fresh, _) = forward(&g, b, &x, (&kernel, &bias), pass);
+                for _ in 0..4 {
+                    crate::recycle(vec![f32::NAN; fresh.len()]);
+                }
+                let (again, _) = forward(&g, b, &x, (&kernel, &bias), pass);
+                assert!(again.iter().all(|v| v.is_finite()), "{g:?}: a value left unwritten");
+                assert_eq!(fresh, again, "{g:?}");
             }
         }
     }

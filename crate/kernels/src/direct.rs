@@ -1,5 +1,6 @@
 //! Direct 3×3 convolution + ReLU + max-pool of images with one channel (the CNN's first layer),
-//! forward and backward, without the intermediate images.
+//! forward and backward, without the intermediate images; and the same convolution alone (the
+//! `Conv2d` layer over one channel, [`forward_plain`]).
 //!
 //! With one input channel a pixel's convolution is 9 multiply-adds per output channel: as a matrix
 //! product (im2col) it is too thin to gain, and the convolution's output — 32 channels of 28×28, 32×
@@ -297,6 +298,117 @@ pub(crate) fn unpad_add(g: &ConvGeom, grad_padded: &[f32], grad_x: &mut [f32]) {
                 *d += s;
             }
         }
+    }
+}
+
+/// The convolution alone (`g.pool` 1) of the padded images: `out (n, H', W', OUT)` with the bias
+/// added, each value's 9 products summed in registers — the im2col rows of one channel (9 values)
+/// make a product too thin to gain, as for the fused layer.
+pub(crate) fn forward_plain(g: &ConvGeom, padded: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
+    simd(
+        #[inline(always)]
+        || {
+            let (cout, plen, olen) = (g.cout, padded_len(g), g.pixels() * g.cout);
+            let full = cout / 16 * 16;
+            for (xp, o) in padded.chunks_exact(plen).zip(out.chunks_exact_mut(olen)) {
+                for cb in (0..full).step_by(16) {
+                    plain_block::<16>(g, xp, kernel, bias, cb, o);
+                }
+                for cb in full..cout {
+                    plain_block::<1>(g, xp, kernel, bias, cb, o);
+                }
+            }
+        },
+    )
+}
+
+/// `L` output channels from `cb` of one image's plain convolution.
+#[inline(always)]
+fn plain_block<const L: usize>(g: &ConvGeom, xp: &[f32], kernel: &[f32], bias: &[f32], cb: usize, out: &mut [f32]) {
+    let (_, wp) = padded_hw(g);
+    let (ho, wo) = g.conv_hw();
+    let kb: [[f32; L]; K * K] = std::array::from_fn(|ab| kernel[ab * g.cout + cb..][..L].try_into().unwrap());
+    let b: [f32; L] = bias[cb..cb + L].try_into().unwrap();
+    for y in 0..ho {
+        for x in 0..wo {
+            let mut acc = b;
+            for a in 0..K {
+                let row = &xp[(y + a) * wp + x..][..K];
+                for (bcol, &v) in row.iter().enumerate() {
+                    for t in 0..L {
+                        acc[t] += v * kb[a * K + bcol][t];
+                    }
+                }
+            }
+            let at = (y * wo + x) * g.cout + cb;
+            out[at..at + L].copy_from_slice(&acc);
+        }
+    }
+}
+
+/// Backward pass of [`forward_plain`]: from the output gradient `grad_out (n, H', W', OUT)`, adds the
+/// kernel gradient `(3, 3, OUT)` and the bias gradient (the input gradient, when a one-channel
+/// convolution is not the first layer, is im2col's: a matrix product). The sums run image after
+/// image, pixel after pixel, whatever the number of threads.
+pub(crate) fn backward_plain(
+    g: &ConvGeom,
+    padded: &[f32],
+    grad_out: &[f32],
+    grad_kernel: &mut [f32],
+    grad_bias: &mut [f32],
+) {
+    simd(
+        #[inline(always)]
+        || {
+            let full = g.cout / 16 * 16;
+            for cb in (0..full).step_by(16) {
+                plain_backward_block::<16>(g, padded, grad_out, cb, grad_kernel, grad_bias);
+            }
+            for cb in full..g.cout {
+                plain_backward_block::<1>(g, padded, grad_out, cb, grad_kernel, grad_bias);
+            }
+        },
+    )
+}
+
+/// [`backward_plain`]'s kernel and bias gradients of `L` channels from `cb`, summed in registers.
+#[inline(always)]
+fn plain_backward_block<const L: usize>(
+    g: &ConvGeom,
+    padded: &[f32],
+    grad_out: &[f32],
+    cb: usize,
+    grad_kernel: &mut [f32],
+    grad_bias: &mut [f32],
+) {
+    let (_, wp) = padded_hw(g);
+    let (ho, wo) = g.conv_hw();
+    let olen = ho * wo * g.cout;
+    let mut gk = [[0f32; L]; K * K];
+    let mut gb = [0f32; L];
+    for (xp, go) in padded.chunks_exact(padded_len(g)).zip(grad_out.chunks_exact(olen)) {
+        for y in 0..ho {
+            for x in 0..wo {
+                let d: [f32; L] = go[(y * wo + x) * g.cout + cb..][..L].try_into().unwrap();
+                for t in 0..L {
+                    gb[t] += d[t];
+                }
+                for (ab, acc) in gk.iter_mut().enumerate() {
+                    let v = xp[(y + ab / K) * wp + x + ab % K];
+                    for t in 0..L {
+                        acc[t] += v * d[t];
+                    }
+                }
+            }
+        }
+    }
+    for (ab, acc) in gk.iter().enumerate() {
+        for (k, a) in grad_kernel[ab * g.cout + cb..][..L].iter_mut().zip(acc) {
+            *k += a;
+        }
+    }
+    for (b, a) in grad_bias[cb..cb + L].iter_mut().zip(&gb) {
+        *b += a;
     }
 }
 

@@ -182,6 +182,43 @@ impl std::ops::DerefMut for Buf {
     }
 }
 
+/// Buffers of finished tensors given back ([`recycle`]) for new outputs ([`dirty_vec`]): a layer's
+/// output and its gradient are the same size and come and go every batch, and a fresh allocation is
+/// zeroed before the kernel overwrites it, one more pass over megabytes. Bounded: at most
+/// [`RECYCLED_COUNT`] buffers and [`RECYCLED_BYTES`] bytes are kept; the rest are freed.
+static RECYCLED: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+const RECYCLED_COUNT: usize = 32;
+const RECYCLED_BYTES: usize = 64 << 20;
+
+/// A vector of `len` values, **not zeroed** — a recycled one holds the values of its last use — for
+/// an output the caller overwrites whole.
+pub fn dirty_vec(len: usize) -> Vec<f32> {
+    let mut pool = RECYCLED.lock().unwrap_or_else(|e| e.into_inner());
+    // The shortest recycled vector that is long enough (its values are initialised up to its length).
+    let best = (0..pool.len()).filter(|&i| pool[i].len() >= len).min_by_key(|&i| pool[i].len());
+    match best {
+        Some(i) => {
+            let mut v = pool.swap_remove(i);
+            v.truncate(len);
+            v
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// Gives back a tensor's buffer that nothing reads any more, for [`dirty_vec`] to hand out again
+/// (freed if the pool is full).
+pub fn recycle(v: Vec<f32>) {
+    if v.len() < 1024 {
+        return;
+    }
+    let mut pool = RECYCLED.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes: usize = pool.iter().map(|b| b.len() * 4).sum();
+    if pool.len() < RECYCLED_COUNT && bytes + v.len() * 4 <= RECYCLED_BYTES {
+        pool.push(v);
+    }
+}
+
 /// `n` test values in [-1, 1] from `seed`.
 #[cfg(test)]
 pub(crate) fn seq(n: usize, seed: u64) -> Vec<f32> {

@@ -136,19 +136,30 @@ pub fn max_pool_backward(g: &PoolGeom, arg: &Argmax, grad_out: &[f32], grad_x: &
                 }
             },
         ),
+        // Each input value is in one window: the gradient goes where its window's position is the
+        // maximum's, chosen lane by lane without branches (so it vectorises).
         Argmax::Window(arg) => grad_x.par_chunks_mut(il).zip(grad_out.par_chunks(ol)).zip(arg.par_chunks(ol)).for_each(
             |((gx, go), arg)| {
-                let (ho, wo) = g.out_hw();
-                let c = g.c;
-                for i in 0..ho {
-                    for j in 0..wo {
-                        let o = (i * wo + j) * c;
-                        for (ch, (&p, &v)) in arg[o..o + c].iter().zip(&go[o..o + c]).enumerate() {
-                            let (di, dj) = (p as usize / g.k, p as usize % g.k);
-                            gx[((i * g.k + di) * g.w + j * g.k + dj) * c + ch] += v;
+                simd(
+                    #[inline(always)]
+                    || {
+                        let (ho, wo) = g.out_hw();
+                        let c = g.c;
+                        for i in 0..ho {
+                            for j in 0..wo {
+                                let o = (i * wo + j) * c;
+                                let (at, go) = (&arg[o..o + c], &go[o..o + c]);
+                                for p in 0..g.k * g.k {
+                                    let (di, dj) = (p / g.k, p % g.k);
+                                    let row = &mut gx[((i * g.k + di) * g.w + j * g.k + dj) * c..][..c];
+                                    for ((d, &q), &v) in row.iter_mut().zip(at).zip(go) {
+                                        *d = if q as usize == p { *d + v } else { *d };
+                                    }
+                                }
+                            }
                         }
-                    }
-                }
+                    },
+                )
             },
         ),
     }

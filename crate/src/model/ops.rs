@@ -30,9 +30,10 @@ pub(crate) fn flat<S: Shape>(t: Tensor<S, f32, Cpu>) -> Flat {
     t.reshape_like(&(n,))
 }
 
-/// The values of a tensor: one memcpy (dfdx's `as_vec` walks it element by element).
+/// The values of a tensor: one memcpy (dfdx's `as_vec` walks it element by element), into a recycled
+/// buffer when there is one (no zeroing first).
 pub(crate) fn host(t: &Flat) -> Vec<f32> {
-    let mut v = vec![0f32; t.shape().0];
+    let mut v = fashion_kernels::dirty_vec(t.shape().0);
     t.copy_into(&mut v);
     v
 }
@@ -45,6 +46,15 @@ fn take(grads: &mut Gradients<f32, Cpu>, t: &Flat) -> Result<Vec<f32>, CpuError>
 
 fn put(grads: &mut Gradients<f32, Cpu>, t: &Flat, g: Vec<f32>) -> Result<(), CpuError> {
     **grads.get_or_alloc_mut(t)? = g;
+    Ok(())
+}
+
+/// The end of an operation's backward step: the gradient of its output `g` (from [`take`]) has been
+/// passed on to its inputs, and no later step reads it (the steps run in reverse order, and every
+/// consumer of the output ran before its producer), so its buffer goes to the next batch's outputs.
+/// The output's entry in `grads` stays empty.
+fn done(g: Vec<f32>) -> Result<(), CpuError> {
+    fashion_kernels::recycle(g);
     Ok(())
 }
 
@@ -93,7 +103,8 @@ pub(crate) fn linear(
                 let gx = gs.get_or_alloc_mut(&x)?;
                 matmul(Split::Columns, (n, o, i), Mat::Plain(&g), Mat::Plain(&w), gx, Store::Accumulate);
             }
-            put(gs, &out, g)
+            fashion_kernels::recycle(xs);
+            done(g)
         }) as Backward
     });
     Ok((out, backward))
@@ -111,7 +122,9 @@ pub(crate) fn conv(
     let (kernel, bias_host) = (host(&weight), host(&bias));
     let pass = if grads == Grads::None { Pass::Infer } else { Pass::Train };
     let forward = if fused { conv_relu_pool_forward } else { conv_forward };
-    let (y, saved) = forward(&g, n, &host(&x), (&kernel, &bias_host), pass);
+    let xs = host(&x);
+    let (y, saved) = forward(&g, n, &xs, (&kernel, &bias_host), pass);
+    fashion_kernels::recycle(xs);
     let out = x.device().try_tensor_from_vec(y, (n * g.out_len(),))?;
     let backward = saved.map(|saved| {
         let out = out.clone();
@@ -129,7 +142,7 @@ pub(crate) fn conv(
             );
             put(gs, &weight, gk)?;
             put(gs, &bias, gb)?;
-            put(gs, &out, gout)
+            done(gout)
         }) as Backward
     });
     Ok((out, backward))
@@ -154,7 +167,7 @@ pub(crate) fn relu(x: Flat, train: bool) -> Result<(Flat, Option<Backward>), Cpu
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
             let g = take(grads, &out)?;
             elementwise::relu_backward_mask(&mask, &g, grads.get_or_alloc_mut(&x)?);
-            put(grads, &out, g)
+            done(g)
         }) as Backward
     });
     Ok((out, backward))
@@ -171,7 +184,7 @@ pub(crate) fn dropout(x: Flat, p: f64, seed: u64) -> Result<(Flat, Backward), Cp
     let backward = Box::new(move |grads: &mut Gradients<f32, Cpu>| {
         let g = take(grads, &o)?;
         elementwise::mul_add(&g, &mask, grads.get_or_alloc_mut(&x)?);
-        put(grads, &o, g)
+        done(g)
     }) as Backward;
     Ok((out, backward))
 }
@@ -189,7 +202,7 @@ pub(crate) fn activation(x: Flat, act: Activation, train: bool) -> Result<(Flat,
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
             let g = take(grads, &out)?;
             activation::backward(act, &saved, &g, grads.get_or_alloc_mut(&x)?);
-            put(grads, &out, g)
+            done(g)
         }) as Backward
     });
     Ok((out, backward))
@@ -207,7 +220,7 @@ pub(crate) fn add(a: Flat, b: Flat, train: bool) -> Result<(Flat, Option<Backwar
             let g = take(grads, &out)?;
             activation::add_into(grads.get_or_alloc_mut(&a)?, &g);
             activation::add_into(grads.get_or_alloc_mut(&b)?, &g);
-            put(grads, &out, g)
+            done(g)
         }) as Backward
     });
     Ok((out, backward))
@@ -230,7 +243,7 @@ pub(crate) fn pool(x: Flat, g: PoolGeom, kind: Pooling, train: bool) -> Result<(
         }
         Pooling::Average => (pool2d::avg_pool_forward(&g, &xs), None),
     };
-    drop(xs);
+    fashion_kernels::recycle(xs);
     let n = y.len();
     let out = x.device().try_tensor_from_vec(y, (n,))?;
     let backward = train.then(|| {
@@ -242,7 +255,7 @@ pub(crate) fn pool(x: Flat, g: PoolGeom, kind: Pooling, train: bool) -> Result<(
                 Some(arg) => pool2d::max_pool_backward(&g, arg, &go, gx),
                 None => pool2d::avg_pool_backward(&g, &go, gx),
             }
-            put(grads, &out, go)
+            done(go)
         }) as Backward
     });
     Ok((out, backward))
@@ -262,7 +275,7 @@ pub(crate) fn global_avg_pool(
         Box::new(move |grads: &mut Gradients<f32, Cpu>| {
             let go = take(grads, &out)?;
             pool2d::global_avg_backward(pixels, c, &go, grads.get_or_alloc_mut(&x)?);
-            put(grads, &out, go)
+            done(go)
         }) as Backward
     });
     Ok((out, backward))
@@ -294,7 +307,7 @@ pub(crate) fn batch_norm_train(
         norm::batch_norm_backward(c, &stats, &gamma_host, &go, (&mut gg, &mut gb), gx);
         put(grads, &gamma, gg)?;
         put(grads, &beta, gb)?;
-        put(grads, &o, go)
+        done(go)
     }) as Backward;
     Ok((out, moments, backward))
 }

@@ -7,16 +7,20 @@ use std::time::Instant;
 
 use super::*;
 
-/// Microseconds per call of `f` over `reps` calls after one warm-up call, printed under `name`.
+/// Microseconds per call of `f`, the fastest of `reps` calls after one warm-up call (the least
+/// disturbed by whatever else the machine runs), printed under `name` with the median.
 pub(super) fn time(name: &str, reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let t = Instant::now();
-    for _ in 0..reps {
-        f();
-    }
-    let us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-    eprintln!("{name:<44} {us:>9.0} µs");
-    us
+    let mut us: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    us.sort_by(f64::total_cmp);
+    eprintln!("{name:<44} {:>9.0} µs (median {:.0})", us[0], us[us.len() / 2]);
+    us[0]
 }
 
 type Block<const C: usize> = builders::Residual<(
