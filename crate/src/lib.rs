@@ -66,6 +66,7 @@ pub mod prelude {
     pub use crate::plot;
     pub use crate::runs::{self, Run};
     pub use crate::tensorboard::{tensorboard, TensorBoard};
+    pub use crate::train::validation_split;
     pub use crate::train::{
         Adam, AdamW, Augment, EarlyStopping, Evaluation, FitOptions, History, Model, Monitor, Optimizer,
         ReduceOnPlateau, RunLog, Schedule, Sgd, Verbosity,

@@ -84,6 +84,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
         return Err(Error::InvalidArgument("nothing to plot".into()));
     }
     let (xr, yr) = padded(&pts, (0.05, 0.5), 0.1);
+    let yr = not_below_zero(&pts, yr);
     let decimals = y_decimals(&yr);
     render(720, 430, |root| {
         let mut chart = xy_chart(root, title, xr.clone(), yr.clone())?;
@@ -179,6 +180,16 @@ fn padded_range(values: &[f64], frac: f64, min: f64) -> Range<f64> {
 fn padded(points: &[(f64, f64)], (x_frac, x_min): (f64, f64), y_frac: f64) -> (Range<f64>, Range<f64>) {
     let (xs, ys): (Vec<f64>, Vec<f64>) = points.iter().cloned().unzip();
     (padded_range(&xs, x_frac, x_min), padded_range(&ys, y_frac, 1e-3))
+}
+
+/// `y` cut at 0 when no point is negative (a learning rate decaying to 0, a loss): the margin does
+/// not invent negative values.
+pub(crate) fn not_below_zero(points: &[(f64, f64)], y: Range<f64>) -> Range<f64> {
+    if y.start < 0.0 && points.iter().all(|p| p.1 >= 0.0) {
+        0.0..y.end
+    } else {
+        y
+    }
 }
 
 /// [`lines`] marks each point of a series with a dot up to this many points.

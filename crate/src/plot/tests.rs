@@ -2,7 +2,7 @@
 
 use ndarray::{Array1, Array2, Array3, Axis};
 
-use super::charts::{y_decimals, CONFUSION_CELL, CONFUSION_ORIGIN};
+use super::charts::{not_below_zero, y_decimals, CONFUSION_CELL, CONFUSION_ORIGIN};
 use super::*;
 use crate::data::{sample_indices, Dataset};
 use crate::metrics::{ConfusionMatrix, Spread};
@@ -181,4 +181,15 @@ fn y_labels_have_the_decimals_their_ticks_need() {
     assert_eq!(y_decimals(&(0.0..0.0035)), 4);
     assert_eq!(y_decimals(&(0.0..2e-5)), 6);
     assert_eq!(y_decimals(&(1.0..1.0)), 3);
+}
+
+/// A line chart's margin stops at 0 under values that never go below it (notebook 7's learning rate
+/// decays to 0), and keeps going under values that do.
+#[test]
+fn line_charts_do_not_pad_non_negative_values_below_zero() {
+    let rates = [(1.0, 3e-3), (2.0, 1e-3), (3.0, 1e-9)];
+    assert_eq!(not_below_zero(&rates, -3e-4..3.3e-3), 0.0..3.3e-3);
+    let gaps = [(1.0, -0.9), (2.0, 0.5)];
+    assert_eq!(not_below_zero(&gaps, -1.0..0.6), -1.0..0.6);
+    assert_eq!(not_below_zero(&rates, 0.5..1.0), 0.5..1.0, "a range above 0 is left alone");
 }

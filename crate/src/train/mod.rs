@@ -68,7 +68,7 @@ pub use optimizer::{Adam, AdamW, Optimizer, Sgd};
 pub use options::{FitOptions, RunLog};
 pub use run_log::RunRecord;
 pub use schedule::{ReduceOnPlateau, Schedule};
-pub use step::argmax;
+pub use step::{argmax, validation_split};
 pub use stopping::{EarlyStopping, Monitor};
 
 use optimizer::OptState;

@@ -60,9 +60,8 @@ impl<'a> FitData<'a> {
         check_inputs(x.view(), y)?;
         let split = options.validation_split;
         let setting = |setting, reason: String| Error::Setting { setting, reason };
-        if !(0.0..1.0).contains(&split) {
-            return Err(setting("validation_split", format!("must be in [0, 1), got {split}")));
-        }
+        let n = y.len();
+        let n_train = training_part(n, split)?;
         if split > 0.0 && options.validation_data.is_some() {
             return Err(setting(
                 "validation_split",
@@ -71,14 +70,6 @@ impl<'a> FitData<'a> {
         }
         if options.batch_size == 0 {
             return Err(setting("batch_size", "must be at least 1".into()));
-        }
-        let n = y.len();
-        let n_train = n - (n as f64 * split).round() as usize;
-        if n_train == 0 {
-            return Err(setting(
-                "validation_split",
-                format!("{split} leaves no training images of {n}: use a smaller one"),
-            ));
         }
         let validation = match options.validation_data {
             Some((vx, vy)) => {
@@ -108,6 +99,29 @@ impl<'a> FitData<'a> {
     pub fn validation(&self) -> Option<(ArrayView3<'a, f32>, ArrayView1<'a, u8>)> {
         self.validation
     }
+}
+
+/// How many of `n` images `validation_split: split` leaves for training: all but the last
+/// `round(split · n)`.
+fn training_part(n: usize, split: f64) -> Result<usize> {
+    let setting = |reason: String| Error::Setting { setting: "validation_split", reason };
+    if !(0.0..1.0).contains(&split) {
+        return Err(setting(format!("must be in [0, 1), got {split}")));
+    }
+    let n_train = n - (n as f64 * split).round() as usize;
+    if n_train == 0 {
+        return Err(setting(format!("{split} leaves no training images of {n}: use a smaller one")));
+    }
+    Ok(n_train)
+}
+
+/// The images and labels `fit` holds out for validation with `validation_split: split` — the last
+/// `round(split · n)` of them, in order — to score a model on exactly the images it was chosen on
+/// (`Model::predict`, test-time augmentation). Checked as `fit` checks them.
+pub fn validation_split(x: &Array3<f32>, y: &Array1<u8>, split: f64) -> Result<(Array3<f32>, Array1<u8>)> {
+    check_inputs(x.view(), y)?;
+    let n_train = training_part(y.len(), split)?;
+    Ok((x.slice(s![n_train.., .., ..]).to_owned(), y.slice(s![n_train..]).to_owned()))
 }
 
 /// A batch ready for the network: images and one-hot targets on the device, labels on the host.

@@ -83,7 +83,8 @@ fn validation_split_holds_out_the_last_images() {
     let mut a = quiet::<LinearArch>(0);
     let h = a.fit(&x, &y, FitOptions { validation_split: 0.2, ..opts(1, 16) }).unwrap();
     let (tx, ty) = (x.slice(s![..80, .., ..]).to_owned(), y.slice(s![..80]).to_owned());
-    let (vx, vy) = (x.slice(s![80.., .., ..]).to_owned(), y.slice(s![80..]).to_owned());
+    let (vx, vy) = super::validation_split(&x, &y, 0.2).unwrap();
+    assert_eq!((vx.view(), vy.view()), (x.slice(s![80.., .., ..]), y.slice(s![80..])), "the same held-out images");
     let mut b = quiet::<LinearArch>(0);
     let h2 = b.fit(&tx, &ty, FitOptions { validation_data: Some((&vx, &vy)), ..opts(1, 16) }).unwrap();
     assert_eq!(h, {
@@ -94,6 +95,13 @@ fn validation_split_holds_out_the_last_images() {
     let both = FitOptions { validation_split: 0.2, validation_data: Some((&vx, &vy)), ..opts(1, 16) };
     assert!(a.fit(&x, &y, both).unwrap_err().to_string().contains("not both"));
     assert!(a.fit(&x, &y, FitOptions { validation_split: 1.0, ..opts(1, 16) }).is_err());
+    // round(0.1 · 15) = 2 held out, as fit rounds; a split fit refuses is refused here too.
+    let (x15, y15) = toy(15, 6);
+    assert_eq!(super::validation_split(&x15, &y15, 0.1).unwrap().1, y15.slice(s![13..]));
+    for bad in [1.0, -0.1, 0.97] {
+        let e = super::validation_split(&x15, &y15, bad).unwrap_err().to_string();
+        assert!(e.contains("validation_split"), "{e}");
+    }
 }
 
 #[test]
