@@ -194,8 +194,10 @@ const RECYCLED_BYTES: usize = 64 << 20;
 /// an output the caller overwrites whole.
 pub fn dirty_vec(len: usize) -> Vec<f32> {
     let mut pool = RECYCLED.lock().unwrap_or_else(|e| e.into_inner());
-    // The shortest recycled vector that is long enough (its values are initialised up to its length).
-    let best = (0..pool.len()).filter(|&i| pool[i].len() >= len).min_by_key(|&i| pool[i].len());
+    // The shortest recycled vector that is long enough (its values are initialised up to its length)
+    // and not more than twice as long: a large buffer is kept for an output of its own size.
+    let fits = |v: &Vec<f32>| v.len() >= len && v.len() <= 2 * len;
+    let best = (0..pool.len()).filter(|&i| fits(&pool[i])).min_by_key(|&i| pool[i].len());
     match best {
         Some(i) => {
             let mut v = pool.swap_remove(i);
@@ -213,8 +215,9 @@ pub fn recycle(v: Vec<f32>) {
         return;
     }
     let mut pool = RECYCLED.lock().unwrap_or_else(|e| e.into_inner());
-    let bytes: usize = pool.iter().map(|b| b.len() * 4).sum();
-    if pool.len() < RECYCLED_COUNT && bytes + v.len() * 4 <= RECYCLED_BYTES {
+    // Counted by capacity: a truncated vector still holds its whole allocation.
+    let bytes: usize = pool.iter().map(|b| b.capacity() * 4).sum();
+    if pool.len() < RECYCLED_COUNT && bytes + v.capacity() * 4 <= RECYCLED_BYTES {
         pool.push(v);
     }
 }
