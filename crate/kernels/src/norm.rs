@@ -10,23 +10,37 @@ use super::simd;
 /// Rows per block of the channel sums.
 const BLOCK: usize = 512;
 
-/// Per-channel sums of `a` and of `a·b` (or `a²` when `b` is `None`) over the rows, in `f64`.
-fn channel_sums(c: usize, a: &[f32], b: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
+/// Per-channel sums of `a` and of `a·b` over the rows, in `f64`, where `b` is `a` itself
+/// ([`Other::Same`]) or `x·scale + shift` of another matrix ([`Other::Affine`], the normalized input
+/// recomputed on the fly).
+fn channel_sums(c: usize, a: &[f32], b: Other) -> (Vec<f64>, Vec<f64>) {
     let blocks: Vec<(Vec<f64>, Vec<f64>)> = a
         .par_chunks(BLOCK * c)
         .enumerate()
         .map(|(i, a)| {
             let (mut s, mut p) = (vec![0f64; c], vec![0f64; c]);
-            let b = b.map(|b| &b[i * BLOCK * c..][..a.len()]);
             // Vectorised across the channels; each channel still adds its rows in order.
             simd(
                 #[inline(always)]
-                || {
-                    for (r, row) in a.chunks_exact(c).enumerate() {
-                        let other = b.map(|b| &b[r * c..][..c]).unwrap_or(row);
-                        for (((s, p), &x), &o) in s.iter_mut().zip(p.iter_mut()).zip(row).zip(other) {
-                            *s += x as f64;
-                            *p += x as f64 * o as f64;
+                || match b {
+                    Other::Same => {
+                        for row in a.chunks_exact(c) {
+                            for ((s, p), &x) in s.iter_mut().zip(p.iter_mut()).zip(row) {
+                                *s += x as f64;
+                                *p += x as f64 * x as f64;
+                            }
+                        }
+                    }
+                    Other::Affine(x, scale, shift) => {
+                        let x = &x[i * BLOCK * c..][..a.len()];
+                        for (row, xr) in a.chunks_exact(c).zip(x.chunks_exact(c)) {
+                            let per_channel =
+                                s.iter_mut().zip(p.iter_mut()).zip(row.iter().zip(xr)).zip(scale.iter().zip(shift));
+                            for (((s, p), (&d, &x)), (&scale, &shift)) in per_channel {
+                                let h = x * scale + shift;
+                                *s += d as f64;
+                                *p += d as f64 * h as f64;
+                            }
                         }
                     }
                 },
@@ -42,9 +56,18 @@ fn channel_sums(c: usize, a: &[f32], b: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) 
     (s, p)
 }
 
+/// The second factor of [`channel_sums`]' products.
+#[derive(Clone, Copy)]
+enum Other<'a> {
+    Same,
+    /// `x·scale + shift` per channel, from `(x, scale, shift)`.
+    Affine(&'a [f32], &'a [f32], &'a [f32]),
+}
+
 /// `y = x·scale + shift` per channel, rows in parallel.
 fn affine(c: usize, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
+    // Every value is written below.
+    let mut y = super::dirty_vec(x.len());
     y.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(y, x)| {
         simd(
             #[inline(always)]
@@ -60,47 +83,46 @@ fn affine(c: usize, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
     y
 }
 
-/// What a training pass keeps for backward: the normalized input `x̂` and `1/σ` per channel.
+/// What a training pass keeps for backward: its input and, per channel, `1/σ` and `-μ/σ`, from which
+/// backward recomputes the normalized input `x̂ = x·(1/σ) - μ/σ` (the expression of the forward pass,
+/// so the same values) instead of reading a stored copy.
 pub struct BatchStats {
-    pub x_hat: Vec<f32>,
+    pub x: Vec<f32>,
     pub inv_std: Vec<f32>,
+    shift: Vec<f32>,
     /// The batch's mean and (biased) variance per channel, for the running statistics.
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
 }
 
 /// Training: normalizes `x` `(rows, C)` with the batch's own mean and variance, then scales by
-/// `gamma` and shifts by `beta`: `y = γ·(x - μ)/√(σ² + ε) + β`.
-pub fn batch_norm_train(c: usize, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, BatchStats) {
+/// `gamma` and shifts by `beta`: `y = γ·(x - μ)/√(σ² + ε) + β`. Keeps `x` for backward.
+pub fn batch_norm_train(c: usize, x: Vec<f32>, gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, BatchStats) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let (s, p) = channel_sums(c, x, None);
+    let (s, p) = channel_sums(c, &x, Other::Same);
     let n = rows.max(1) as f64;
     let mean: Vec<f64> = s.iter().map(|s| s / n).collect();
     let var: Vec<f64> = p.iter().zip(&mean).map(|(p, m)| (p / n - m * m).max(0.0)).collect();
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
     let shift: Vec<f32> = mean.iter().zip(&inv_std).map(|(m, i)| (-m * *i as f64) as f32).collect();
-    // x̂ and y in one pass over the rows.
-    let mut x_hat = vec![0f32; x.len()];
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(BLOCK * c).zip(x_hat.par_chunks_mut(BLOCK * c)).zip(x.par_chunks(BLOCK * c)).for_each(
-        |((y, xh), x)| {
-            simd(
-                #[inline(always)]
-                || {
-                    for ((yr, hr), xr) in y.chunks_exact_mut(c).zip(xh.chunks_exact_mut(c)).zip(x.chunks_exact(c)) {
-                        for ch in 0..c {
-                            let h = xr[ch] * inv_std[ch] + shift[ch];
-                            hr[ch] = h;
-                            yr[ch] = h * gamma[ch] + beta[ch];
-                        }
+    let mut y = super::dirty_vec(x.len());
+    y.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(y, x)| {
+        simd(
+            #[inline(always)]
+            || {
+                for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ch in 0..c {
+                        let h = xr[ch] * inv_std[ch] + shift[ch];
+                        yr[ch] = h * gamma[ch] + beta[ch];
                     }
-                },
-            )
-        },
-    );
+                }
+            },
+        )
+    });
     let stats = BatchStats {
-        x_hat,
+        x,
         inv_std,
+        shift,
         mean: mean.iter().map(|&m| m as f32).collect(),
         var: var.iter().map(|&v| v as f32).collect(),
     };
@@ -131,7 +153,8 @@ pub fn batch_norm_backward(
     grad_x: Option<&mut [f32]>,
 ) {
     let rows = grad_out.len().checked_div(c).unwrap_or(0);
-    let (sum_dy, sum_dy_xhat) = channel_sums(c, grad_out, Some(&stats.x_hat));
+    let (x, inv_std, shift) = (&stats.x[..], &stats.inv_std[..], &stats.shift[..]);
+    let (sum_dy, sum_dy_xhat) = channel_sums(c, grad_out, Other::Affine(x, inv_std, shift));
     for ch in 0..c {
         grad_beta[ch] += sum_dy[ch] as f32;
         grad_gamma[ch] += sum_dy_xhat[ch] as f32;
@@ -141,14 +164,15 @@ pub fn batch_norm_backward(
     let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * stats.inv_std[ch]).collect();
     let m_dy: Vec<f32> = sum_dy.iter().map(|s| (s / n) as f32).collect();
     let m_dyx: Vec<f32> = sum_dy_xhat.iter().map(|s| (s / n) as f32).collect();
-    gx.par_chunks_mut(BLOCK * c).zip(grad_out.par_chunks(BLOCK * c)).zip(stats.x_hat.par_chunks(BLOCK * c)).for_each(
-        |((gx, dy), xh)| {
+    gx.par_chunks_mut(BLOCK * c).zip(grad_out.par_chunks(BLOCK * c)).zip(x.par_chunks(BLOCK * c)).for_each(
+        |((gx, dy), x)| {
             simd(
                 #[inline(always)]
                 || {
-                    for ((gr, dr), xr) in gx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(xh.chunks_exact(c)) {
+                    for ((gr, dr), xr) in gx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(x.chunks_exact(c)) {
                         for ch in 0..c {
-                            gr[ch] += k[ch] * (dr[ch] - m_dy[ch] - xr[ch] * m_dyx[ch]);
+                            let h = xr[ch] * inv_std[ch] + shift[ch];
+                            gr[ch] += k[ch] * (dr[ch] - m_dy[ch] - h * m_dyx[ch]);
                         }
                     }
                 },
@@ -169,7 +193,7 @@ mod tests {
         let (c, rows) = (3, 1100);
         let x: Vec<f32> = seq(rows * c, 2).iter().enumerate().map(|(i, v)| v * (1 + i % c) as f32 + 5.0).collect();
         let (gamma, beta) = ([1.0, 2.0, 0.5], [0.0, 1.0, -1.0]);
-        let (y, st) = batch_norm_train(c, &x, &gamma, &beta, 1e-5);
+        let (y, st) = batch_norm_train(c, x.clone(), &gamma, &beta, 1e-5);
         for ch in 0..c {
             let v: Vec<f64> = y.iter().skip(ch).step_by(c).map(|&v| v as f64).collect();
             let m = v.iter().sum::<f64>() / rows as f64;
@@ -190,10 +214,10 @@ mod tests {
         let w = seq(rows * c, 6);
         let (gamma, beta) = ([1.3f32, 0.7], [0.2f32, -0.1]);
         let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
-            let (y, _) = batch_norm_train(c, x, gamma, beta, 1e-3);
+            let (y, _) = batch_norm_train(c, x.to_vec(), gamma, beta, 1e-3);
             y.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum()
         };
-        let (_, st) = batch_norm_train(c, &x, &gamma, &beta, 1e-3);
+        let (_, st) = batch_norm_train(c, x.clone(), &gamma, &beta, 1e-3);
         let (mut gg, mut gb, mut gx) = (vec![0f32; c], vec![0f32; c], vec![0f32; x.len()]);
         batch_norm_backward(c, &st, &gamma, &w, (&mut gg, &mut gb), Some(&mut gx));
         let h = 1e-2f32;

@@ -294,7 +294,7 @@ pub(crate) fn batch_norm_train(
     input_grad: bool,
 ) -> Result<(Flat, Moments, Backward), CpuError> {
     let gamma_host = host(&gamma);
-    let (y, stats) = norm::batch_norm_train(c, &host(&x), &gamma_host, &host(&beta), eps);
+    let (y, stats) = norm::batch_norm_train(c, host(&x), &gamma_host, &host(&beta), eps);
     let n = y.len();
     let out = x.device().try_tensor_from_vec(y, (n,))?;
     let moments = (stats.mean.clone(), stats.var.clone());
@@ -307,6 +307,7 @@ pub(crate) fn batch_norm_train(
         norm::batch_norm_backward(c, &stats, &gamma_host, &go, (&mut gg, &mut gb), gx);
         put(grads, &gamma, gg)?;
         put(grads, &beta, gb)?;
+        fashion_kernels::recycle(stats.x);
         done(go)
     }) as Backward;
     Ok((out, moments, backward))
