@@ -93,31 +93,42 @@ pub fn max_pool_forward(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Argmax) {
     (y, Argmax::Index(arg))
 }
 
+/// Tiling windows of one image (`S == K`): for each window, its output offset and, for each of its
+/// positions `p` (row-major), `p` and its input offset; the loop of the tiled max-pool's forward and
+/// backward.
+#[inline(always)]
+fn for_each_window_position(g: &PoolGeom, mut f: impl FnMut(usize, usize, usize)) {
+    let (ho, wo) = g.out_hw();
+    for i in 0..ho {
+        for j in 0..wo {
+            for p in 0..g.k * g.k {
+                let (di, dj) = (p / g.k, p % g.k);
+                f((i * wo + j) * g.c, p, ((i * g.k + di) * g.w + j * g.k + dj) * g.c);
+            }
+        }
+    }
+}
+
 /// Tiling windows of one image: the maximum of each window and its position, a row of channels at a
 /// time (branch-free, so it vectorises).
 fn tiled_forward(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: &mut [u8]) {
+    let c = g.c;
     simd(
         #[inline(always)]
         || {
-            let (ho, wo) = g.out_hw();
-            let c = g.c;
-            for i in 0..ho {
-                for j in 0..wo {
-                    let o = (i * wo + j) * c;
-                    let (best, pos) = (&mut y[o..o + c], &mut arg[o..o + c]);
-                    best.copy_from_slice(&x[(i * g.k * g.w + j * g.k) * c..][..c]);
+            for_each_window_position(g, |o, p, at| {
+                let (best, pos, row) = (&mut y[o..o + c], &mut arg[o..o + c], &x[at..][..c]);
+                if p == 0 {
+                    best.copy_from_slice(row);
                     pos.fill(0);
-                    for p in 1..g.k * g.k {
-                        let (di, dj) = (p / g.k, p % g.k);
-                        let row = &x[((i * g.k + di) * g.w + j * g.k + dj) * c..][..c];
-                        for ((b, q), &v) in best.iter_mut().zip(pos.iter_mut()).zip(row) {
-                            let more = v > *b;
-                            *b = if more { v } else { *b };
-                            *q = if more { p as u8 } else { *q };
-                        }
-                    }
+                    return;
                 }
-            }
+                for ((b, q), &v) in best.iter_mut().zip(pos.iter_mut()).zip(row) {
+                    let more = v > *b;
+                    *b = if more { v } else { *b };
+                    *q = if more { p as u8 } else { *q };
+                }
+            })
         },
     )
 }
@@ -140,24 +151,16 @@ pub fn max_pool_backward(g: &PoolGeom, arg: &Argmax, grad_out: &[f32], grad_x: &
         // maximum's, chosen lane by lane without branches (so it vectorises).
         Argmax::Window(arg) => grad_x.par_chunks_mut(il).zip(grad_out.par_chunks(ol)).zip(arg.par_chunks(ol)).for_each(
             |((gx, go), arg)| {
+                let c = g.c;
                 simd(
                     #[inline(always)]
                     || {
-                        let (ho, wo) = g.out_hw();
-                        let c = g.c;
-                        for i in 0..ho {
-                            for j in 0..wo {
-                                let o = (i * wo + j) * c;
-                                let (at, go) = (&arg[o..o + c], &go[o..o + c]);
-                                for p in 0..g.k * g.k {
-                                    let (di, dj) = (p / g.k, p % g.k);
-                                    let row = &mut gx[((i * g.k + di) * g.w + j * g.k + dj) * c..][..c];
-                                    for ((d, &q), &v) in row.iter_mut().zip(at).zip(go) {
-                                        *d = if q as usize == p { *d + v } else { *d };
-                                    }
-                                }
+                        for_each_window_position(g, |o, p, at| {
+                            let (row, pos, go) = (&mut gx[at..][..c], &arg[o..o + c], &go[o..o + c]);
+                            for ((d, &q), &v) in row.iter_mut().zip(pos).zip(go) {
+                                *d = if q as usize == p { *d + v } else { *d };
                             }
-                        }
+                        })
                     },
                 )
             },

@@ -108,7 +108,8 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
             let dot = if p.len() > DOTTED_POINTS { 0 } else { 4 };
             draw_line(&mut chart, name.to_string(), p, series_color(k), dot)?;
         }
-        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 13.0)
+        let corner = emptiest_corner(&chart, series, 13.0)?;
+        draw_legend(&mut chart, corner, 13.0)
     })
 }
 
@@ -206,7 +207,7 @@ pub(super) fn y_decimals(ys: &Range<f64>) -> usize {
 }
 
 /// A titled x-y chart over `xs` × `ys` with room for the axis labels.
-fn xy_chart<'a, 'b>(
+pub(super) fn xy_chart<'a, 'b>(
     root: &'a DrawingArea<Canvas<'b>, Shift>,
     title: &str,
     xs: Range<f64>,
@@ -222,7 +223,7 @@ fn xy_chart<'a, 'b>(
 }
 
 /// An x-y chart with `f64` axes.
-type XyChart<'a, 'b> = ChartContext<
+pub(super) type XyChart<'a, 'b> = ChartContext<
     'a,
     Canvas<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
@@ -245,6 +246,60 @@ fn draw_line(
         chart.draw_series(points.iter().map(|&p| Circle::new(p, dot, color.filled()))).map_err(err)?;
     }
     Ok(())
+}
+
+/// The corner where a legend of `series` at font `size` covers the fewest points of their lines
+/// (matplotlib's `loc="best"`), in the order lower right (where rising accuracy curves leave room),
+/// upper right, upper left, lower left: first wins a tie.
+pub(super) fn emptiest_corner(
+    chart: &XyChart<'_, '_>,
+    series: &[(&str, &[(f64, f64)])],
+    size: f64,
+) -> Result<SeriesLabelPosition> {
+    use SeriesLabelPosition::*;
+    let area = chart.plotting_area();
+    let (xs, ys) = area.get_pixel_range();
+    let (aw, ah) = (xs.end - xs.start, ys.end - ys.start);
+    // The box plotters draws: the widest label, the legend's 30-pixel sample line and 10-pixel
+    // margins, lines 1.25 of the font size apart; 5 pixels from the corner.
+    let mut text_w = 0;
+    for (name, _) in series {
+        text_w = text_w.max(area.estimate_text_size(name, &font(size)).map_err(err)?.0 as i32);
+    }
+    let (w, h) = (text_w + 30 + 20, (series.len() as f64 * size * 1.25).ceil() as i32 + 20);
+    // Points along every line, at most 2 pixels apart, in pixels of the plotting area.
+    let mut px = Vec::new();
+    for (_, pts) in series {
+        let at = |p: &(f64, f64)| {
+            let (x, y) = chart.backend_coord(p);
+            ((x - xs.start) as f64, (y - ys.start) as f64)
+        };
+        for seg in pts.windows(2) {
+            let (a, b) = (at(&seg[0]), at(&seg[1]));
+            let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) / 2.0).ceil().clamp(1.0, 2000.0) as usize;
+            for k in 0..steps {
+                let t = k as f64 / steps as f64;
+                px.push(((a.0 + (b.0 - a.0) * t) as i32, (a.1 + (b.1 - a.1) * t) as i32));
+            }
+        }
+        if let Some(p) = pts.last() {
+            let (x, y) = at(p);
+            px.push((x as i32, y as i32));
+        }
+    }
+    let covered = |corner: &SeriesLabelPosition| {
+        let x0 = if matches!(corner, LowerRight | UpperRight) { aw - w - 5 } else { 5 };
+        let y0 = if matches!(corner, UpperRight | UpperLeft) { 5 } else { ah - h - 5 };
+        px.iter().filter(|&&(x, y)| (x0..=x0 + w).contains(&x) && (y0..=y0 + h).contains(&y)).count()
+    };
+    let corners = [LowerRight, UpperRight, UpperLeft, LowerLeft];
+    let best = corners.iter().enumerate().min_by_key(|(i, c)| (covered(c), *i)).map(|(i, _)| i).unwrap_or(0);
+    Ok(match best {
+        1 => UpperRight,
+        2 => UpperLeft,
+        3 => LowerLeft,
+        _ => LowerRight,
+    })
 }
 
 /// The legend box in one corner of the chart.

@@ -2,7 +2,7 @@
 
 use ndarray::{Array1, Array2, Array3, Axis};
 
-use super::charts::{not_below_zero, y_decimals, CONFUSION_CELL, CONFUSION_ORIGIN};
+use super::charts::{emptiest_corner, not_below_zero, xy_chart, y_decimals, CONFUSION_CELL, CONFUSION_ORIGIN};
 use super::*;
 use crate::data::{sample_indices, Dataset};
 use crate::metrics::{ConfusionMatrix, Spread};
@@ -192,4 +192,28 @@ fn line_charts_do_not_pad_non_negative_values_below_zero() {
     let gaps = [(1.0, -0.9), (2.0, 0.5)];
     assert_eq!(not_below_zero(&gaps, -1.0..0.6), -1.0..0.6);
     assert_eq!(not_below_zero(&rates, 0.5..1.0), 0.5..1.0, "a range above 0 is left alone");
+}
+
+/// A line chart's legend goes where the lines are not: the lower right under rising curves
+/// (notebooks 5 and 6), the upper right over a rate decaying to 0 (notebook 7), the upper left when
+/// both right corners are taken.
+#[test]
+fn the_legend_takes_the_corner_the_lines_leave_empty() {
+    use plotters::prelude::SeriesLabelPosition::{self, *};
+    let corner = |series: &[(&str, &[(f64, f64)])]| -> SeriesLabelPosition {
+        let mut got = None;
+        render(720, 430, |root| {
+            let chart = xy_chart(root, "t", 0.0..10.0, 0.0..1.0)?;
+            got = Some(emptiest_corner(&chart, series, 13.0)?);
+            Ok(())
+        })
+        .unwrap();
+        got.unwrap()
+    };
+    let rising = [(0.0, 0.1), (10.0, 0.9)];
+    assert!(matches!(corner(&[("accuracy", &rising)]), LowerRight));
+    let decaying = [(0.0, 0.9), (10.0, 0.0)];
+    assert!(matches!(corner(&[("each epoch's last batch (the history)", &decaying)]), UpperRight));
+    let (bottom, top_right) = ([(0.0, 0.02), (10.0, 0.02)], [(5.0, 0.98), (10.0, 0.98)]);
+    assert!(matches!(corner(&[("a", &bottom), ("b", &top_right)]), UpperLeft));
 }
