@@ -64,9 +64,10 @@ enum Other<'a> {
     Affine(&'a [f32], &'a [f32], &'a [f32]),
 }
 
-/// `y = x·scale + shift` per channel, rows in parallel.
-fn affine(c: usize, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    // Every value is written below.
+/// `y = f(channel, x)` for every value of `x` `(rows, C)`, rows in parallel, into a recycled buffer
+/// (every value is written).
+#[inline(always)]
+fn per_channel(c: usize, x: &[f32], f: impl Fn(usize, f32) -> f32 + Sync) -> Vec<f32> {
     let mut y = super::dirty_vec(x.len());
     y.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(y, x)| {
         simd(
@@ -74,7 +75,7 @@ fn affine(c: usize, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
             || {
                 for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                     for ch in 0..c {
-                        yr[ch] = xr[ch] * scale[ch] + shift[ch];
+                        yr[ch] = f(ch, xr[ch]);
                     }
                 }
             },
@@ -105,20 +106,7 @@ pub fn batch_norm_train(c: usize, x: Vec<f32>, gamma: &[f32], beta: &[f32], eps:
     let var: Vec<f64> = p.iter().zip(&mean).map(|(p, m)| (p / n - m * m).max(0.0)).collect();
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
     let shift: Vec<f32> = mean.iter().zip(&inv_std).map(|(m, i)| (-m * *i as f64) as f32).collect();
-    let mut y = super::dirty_vec(x.len());
-    y.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(y, x)| {
-        simd(
-            #[inline(always)]
-            || {
-                for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    for ch in 0..c {
-                        let h = xr[ch] * inv_std[ch] + shift[ch];
-                        yr[ch] = h * gamma[ch] + beta[ch];
-                    }
-                }
-            },
-        )
-    });
+    let y = per_channel(c, &x, |ch, v| (v * inv_std[ch] + shift[ch]) * gamma[ch] + beta[ch]);
     let stats = BatchStats {
         x,
         inv_std,
@@ -139,7 +127,7 @@ pub fn batch_norm_infer(
 ) -> Vec<f32> {
     let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + eps).sqrt()).collect();
     let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-    affine(c, x, &scale, &shift)
+    per_channel(c, x, |ch, v| v * scale[ch] + shift[ch])
 }
 
 /// Backward of [`batch_norm_train`]: adds the gradients of `gamma` and `beta`, and — when given — of
